@@ -18,8 +18,9 @@ struct Batch {
                             //        (padding, prompt tokens of instruction data); NOT shifted
   at::Tensor segment_ids;   // [B, S] document index within the row, 0 = padding
   at::Tensor position_ids;  // [B, S] position within the document (restarts per segment)
-  at::Tensor sample_index;  // [B]    global, seed-independent index of each row in the epoch's
-                            //        stream: derive per-row randomness from it (not from rank)
+  at::Tensor sample_index;  // [B]    index of each row in the run's row stream, unique over all
+                            //        epochs and ranks, the same for any world size: derive
+                            //        per-row randomness from it and the seed (not from rank)
   // Tensors added by batch transforms for later hooks (e.g. diffusion: "targets", "p_mask",
   // "masked"). Keys are namespaced by convention: "<plugin>.<name>".
   std::map<std::string, at::Tensor> extras;

@@ -33,6 +33,7 @@ struct RunInfo {
 // exactly the gradient of one big batch.
 struct WindowTotals {
   std::int64_t rows = 0;          // sequences (packed rows)
+  std::int64_t documents = 0;     // non-empty segments (a packed row holds several)
   std::int64_t tokens = 0;        // non-padding tokens
   std::int64_t label_tokens = 0;  // tokens whose label is not kIgnoreIndex
   std::int64_t next_token_targets = 0;  // positions i whose label i+1 is in the same segment
