@@ -25,6 +25,7 @@ struct RunInfo {
   int world_size = 1;
   bool bf16 = false;
   std::string device;  // "cpu" or "cuda"
+  std::string command = "train";  // the trainer command: train | generate | eval | check | bench
 };
 
 // Totals over the whole optimizer step (all micro-batches of the accumulation window, all
