@@ -1,0 +1,152 @@
+#include "diffusion_plugin.hpp"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+#include "keyed_random.hpp"
+#include "sample_render.hpp"
+#include "sampler.hpp"
+
+namespace loom::diffusion {
+
+sdk::PluginInfo DiffusionPlugin::info() const {
+  return {"diffusion", "0.1.0",
+          "LLaDA masked-diffusion language modelling: random masking, bidirectional attention, "
+          "the diffusion loss and the reverse-process sampler"};
+}
+
+std::vector<sdk::ConfigKey> DiffusionPlugin::config_schema() const {
+  return diffusion_config_schema();
+}
+
+void DiffusionPlugin::configure(const sdk::ConfigSection& section, const sdk::RunInfo& run) {
+  config_ = parse_diffusion_config(section);
+  run_ = run;
+  logit_shift_ = resolve_logit_shift(config_, run);
+  configured_ = true;
+}
+
+void DiffusionPlugin::on_model_loaded(sdk::ModelHandle& model, sdk::TokenizerHandle& tokenizer) {
+  if (!configured_) configure(sdk::ConfigSection("diffusion", {}), run_);
+  // A trained checkpoint loaded for sampling or evaluation must already have its mask token:
+  // a new one would be an untrained row.
+  const bool inference = run_.command == "generate" || run_.command == "eval";
+  mask_ = resolve_mask_token(config_, model, tokenizer, /*allow_add=*/!inference);
+  std::vector<bool> excluded = excluded_token_ids(tokenizer, model.vocab_size(), mask_.id);
+
+  ForwardProcessOptions fp;
+  fp.schedule = NoiseSchedule(config_);
+  fp.t_sampling = config_.t_sampling;
+  fp.random_length_prob = config_.random_length_prob;
+  fp.logit_shift = logit_shift_;
+  fp.mask_token_id = mask_.id;
+  fp.seed = run_.seed;
+  forward_.emplace(fp, excluded);
+
+  GenerationSetup gs;
+  gs.config = config_;
+  gs.logit_shift = logit_shift_;
+  gs.mask_token_id = mask_.id;
+  gs.excluded = std::move(excluded);
+  gs.seed = run_.seed;
+  gs.output_dir = run_.output_dir;
+  generation_.setup(std::move(gs));
+}
+
+void DiffusionPlugin::require_model_loaded(const char* hook) const {
+  if (!forward_)
+    throw std::logic_error(std::string("diffusion ") + hook +
+                           ": on_model_loaded has not run (no mask token yet)");
+}
+
+void DiffusionPlugin::transform_batch(sdk::Batch& batch, const sdk::StepContext& ctx) {
+  require_model_loaded("transform_batch");
+  // Originals for sample generation, kept only where they are printed (rank 0) and when they
+  // are used: the training step that ends with a generation, and the first eval pass.
+  const bool generation_step = ctx.training && (ctx.step + 1) % config_.generation_interval == 0;
+  if (config_.generate_samples && ctx.rank == 0 &&
+      (generation_step || (!ctx.training && ctx.repeat == 0)))
+    generation_.observe(batch, ctx.training);
+  forward_->apply(batch, DrawKind{ctx.training, ctx.training ? 0 : ctx.repeat});
+}
+
+sdk::AttentionSpec DiffusionPlugin::attention(const sdk::Batch&, const sdk::StepContext&) {
+  return sdk::AttentionSpec::bidirectional();
+}
+
+sdk::LossResult DiffusionPlugin::loss(const sdk::ModelOutput& out, const sdk::Batch& batch,
+                                      const sdk::StepContext& ctx) {
+  return diffusion_loss(out, batch, ctx, LossOptions{config_.importance_weighting, logit_shift_});
+}
+
+int DiffusionPlugin::eval_repeats() const { return static_cast<int>(config_.eval_mc_samples); }
+
+void DiffusionPlugin::on_step_end(sdk::TrainerState& state) { generation_.on_step_end(state); }
+
+sdk::GenerateResult DiffusionPlugin::generate(sdk::ModelHandle& model,
+                                              sdk::TokenizerHandle& tokenizer,
+                                              const sdk::GenerateRequest& request, bool colour) {
+  require_model_loaded("generate");
+  if (mask_.added)
+    throw std::invalid_argument(
+        "[diffusion] mask_token_str: the checkpoint has no mask token ('" + config_.mask_token_str +
+        "' is not in its tokenizer and mask_token_id is not set); it was not trained with the "
+        "diffusion plugin, or set mask_token_id to the id it was trained with");
+  if (request.complete_tokens < 0) throw std::invalid_argument("generate: --complete must be > 0");
+  if (request.mask_ratio < 0 || request.mask_ratio > 1)
+    throw std::invalid_argument("generate: --mask must be in (0, 1]");
+  if (request.complete_tokens == 0 && request.mask_ratio == 0)
+    throw std::invalid_argument(
+        "generate: give --complete N (append N tokens) or --mask R "
+        "(mask a share R of the prompt)");
+  if (request.steps < 0 || request.block_length < 0 || request.temperature < 0)
+    throw std::invalid_argument("generate: steps, block length and temperature must be >= 0");
+
+  const std::int64_t mask_id = mask_.id;
+  std::vector<std::int64_t> start = request.prompt_ids;
+  if (request.mask_ratio > 0) {
+    std::vector<std::int64_t> candidates;
+    for (std::size_t i = 0; i < start.size(); ++i)
+      if (!forward_->is_excluded(start[i]) && !(logit_shift_ && i == 0))
+        candidates.push_back(static_cast<std::int64_t>(i));
+    if (candidates.empty())
+      throw std::invalid_argument("generate: --mask: the prompt has no token that can be masked");
+    auto count = static_cast<std::size_t>(
+        std::llround(request.mask_ratio * static_cast<double>(candidates.size())));
+    count = std::clamp<std::size_t>(count, 1, candidates.size());
+    KeyedRandom rng{request.seed, static_cast<std::uint64_t>(RandomStream::Generation)};
+    for (std::size_t i = 0; i < count; ++i) {
+      std::size_t j = i + rng.below(i, candidates.size() - i);
+      std::swap(candidates[i], candidates[j]);
+    }
+    for (std::size_t i = 0; i < count; ++i)
+      start[static_cast<std::size_t>(candidates[i])] = mask_id;
+  }
+  start.insert(start.end(), static_cast<std::size_t>(request.complete_tokens), mask_id);
+
+  SamplerOptions opt;
+  opt.steps = request.steps > 0 ? request.steps : config_.num_diffusion_steps;
+  opt.temperature = request.temperature > 0 ? request.temperature : config_.generation_temperature;
+  opt.block_length =
+      request.block_length > 0 ? request.block_length : config_.block_length.value_or(0);
+  opt.remasking = config_.remasking;
+  opt.cfg_scale = config_.cfg_scale;
+  opt.logit_shift = logit_shift_;
+  opt.mask_token_id = mask_id;
+  opt.seed = request.seed;
+  at::Tensor filled = ReverseSampler(opt).run(model, at::tensor(start, at::kLong)).contiguous();
+
+  sdk::GenerateResult result;
+  result.original = request.prompt_ids;
+  result.masked = start;
+  result.generated.assign(filled.data_ptr<std::int64_t>(),
+                          filled.data_ptr<std::int64_t>() + filled.numel());
+  SampleTokens tokens{result.original, result.masked, result.generated};
+  result.rendered = describe_sample(tokenizer, tokens, mask_id, colour).rendered;
+  return result;
+}
+
+}  // namespace loom::diffusion

@@ -1,0 +1,69 @@
+// The diffusion plugin: LLaDA masked-diffusion training and sampling behind the loom SDK.
+//
+// Hooks:
+//  configure        parse and validate [diffusion]; resolve logit_shift (auto: base_model set)
+//  on_model_loaded  resolve the mask token (mask_token_id, else mask_token_str, else add it and
+//                   grow the model -- refused for `generate`/`eval`), precompute the
+//                   never-masked ids
+//  transform_batch  keep a few originals for sample generation, then mask (ForwardProcess):
+//                   rewrites input_ids, stores diffusion.* tensors in batch.extras
+//  attention        bidirectional (the host keeps it inside segments and off padding)
+//  loss             diffusion_loss (see diffusion_loss.hpp)
+//  eval_repeats     eval_mc_samples fixed-seed mask draws per eval batch
+//  on_step_end      sample generation every generation_interval steps on rank 0
+//  generate         `trainer generate`: completion (--complete N) or infilling (--mask R)
+#pragma once
+
+#include <optional>
+
+#include "diffusion_config.hpp"
+#include "diffusion_loss.hpp"
+#include "forward_process.hpp"
+#include "generation_callback.hpp"
+#include "loom/sdk.hpp"
+#include "mask_token.hpp"
+
+namespace loom::diffusion {
+
+class DiffusionPlugin final : public sdk::Plugin {
+ public:
+  sdk::PluginInfo info() const override;
+
+  std::vector<sdk::ConfigKey> config_schema() const override;
+  void configure(const sdk::ConfigSection& section, const sdk::RunInfo& run) override;
+
+  void on_model_loaded(sdk::ModelHandle& model, sdk::TokenizerHandle& tokenizer) override;
+
+  void transform_batch(sdk::Batch& batch, const sdk::StepContext& ctx) override;
+  bool owns_attention() const override { return true; }
+  sdk::AttentionSpec attention(const sdk::Batch& batch, const sdk::StepContext& ctx) override;
+  bool owns_loss() const override { return true; }
+  sdk::LossResult loss(const sdk::ModelOutput& out, const sdk::Batch& batch,
+                       const sdk::StepContext& ctx) override;
+  int eval_repeats() const override;
+
+  void on_step_end(sdk::TrainerState& state) override;
+
+  bool provides_sampler() const override { return true; }
+  sdk::GenerateResult generate(sdk::ModelHandle& model, sdk::TokenizerHandle& tokenizer,
+                               const sdk::GenerateRequest& request, bool colour) override;
+
+  // For tests and diagnostics.
+  const DiffusionConfig& config() const { return config_; }
+  bool logit_shift() const { return logit_shift_; }
+  std::int64_t mask_token_id() const { return mask_.id; }
+  GenerationCallback& generation() { return generation_; }
+
+ private:
+  void require_model_loaded(const char* hook) const;
+
+  DiffusionConfig config_;
+  sdk::RunInfo run_;
+  bool configured_ = false;
+  bool logit_shift_ = false;
+  MaskToken mask_;
+  std::optional<ForwardProcess> forward_;
+  GenerationCallback generation_;
+};
+
+}  // namespace loom::diffusion
