@@ -1,1 +1,4 @@
-int main() { return 0; }
+// trainer: the loom command-line program. Everything happens in cli/.
+#include "cli/cli.hpp"
+
+int main(int argc, char** argv) { return loom::run_cli(argc, argv); }

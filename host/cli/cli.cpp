@@ -1,0 +1,116 @@
+#include "cli/cli.hpp"
+
+#include <CLI/CLI.hpp>
+#include <c10/util/Exception.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <set>
+
+#include "cli/commands.hpp"
+#include "errors.hpp"
+
+namespace loom {
+namespace {
+
+void add_common(CLI::App* cmd, CommonOptions& o, bool with_config = true) {
+  if (with_config)
+    cmd->add_option("-c,--config", o.config, "TOML config file (default: the built-in demo)");
+  cmd->add_option("-p,--plugin", o.plugins,
+                  "plugin to load: a path, or a name looked up on the plugin search path "
+                  "(repeatable)");
+  cmd->add_option("--set", o.overrides, "override a config key, e.g. --set learning_rate=1e-3 "
+                                        "or --set diffusion.eps=1e-3 (repeatable)");
+}
+
+int dispatch(int argc, char** argv) {
+  CLI::App app{"loom trainer " LOOM_VERSION
+               ": train Llama-family language models; objectives are plugins"};
+  app.require_subcommand(1, 1);
+  app.set_version_flag("--version", LOOM_VERSION);
+
+  TrainArgs train;
+  auto* t = app.add_subcommand("train", "train a model (the default command)");
+  add_common(t, train.common);
+  t->add_option("--resume", train.resume_dir,
+                "resume from a checkpoint folder (alone: the latest complete one in output_dir)")
+      ->expected(0, 1);
+  t->add_flag("!--no-progress", train.progress, "no progress bar");
+
+  CommonOptions check;
+  auto* c = app.add_subcommand("check", "validate a config (and its plugins) without training");
+  add_common(c, check);
+
+  CommonOptions plugins;
+  auto* p = app.add_subcommand("plugins", "list the plugins found, their ABI and config keys");
+  add_common(p, plugins, false);
+
+  GenerateArgs gen;
+  auto* g = app.add_subcommand("generate", "sample from a checkpoint with the objective's sampler");
+  add_common(g, gen.common);
+  g->add_option("--checkpoint", gen.checkpoint, "checkpoint folder")->required();
+  g->add_option("--prompt", gen.prompt, "prompt text (default: read prompts interactively)");
+  g->add_option("--complete", gen.complete, "generate N tokens after the prompt");
+  g->add_option("--mask", gen.mask, "mask this share of the prompt and fill it back");
+  g->add_option("--steps", gen.steps, "reverse steps (default: the config's)");
+  g->add_option("--temperature", gen.temperature, "0 = deterministic");
+  g->add_option("--block-length", gen.block_length, "semi-autoregressive block length");
+  g->add_option("--seed", gen.seed, "random seed");
+
+  EvalArgs ev;
+  auto* e = app.add_subcommand("eval", "evaluate a checkpoint on a data file (JSON on stdout)");
+  add_common(e, ev.common);
+  e->add_option("--checkpoint", ev.checkpoint, "checkpoint folder")->required();
+  e->add_option("--data", ev.data, "JSONL or text file")->required();
+  e->add_option("--objective", ev.objective, "causal, or the loss plugin (default: as trained)");
+  e->add_option("--max-batches", ev.max_batches, "evaluate at most this many batches");
+  e->add_option("--mc-samples", ev.mc_samples, "Monte Carlo draws per batch (diffusion)");
+
+  TokenizeArgs tok;
+  auto* k = app.add_subcommand("tokenize", "print token ids, one JSON array per input line");
+  k->add_option("--tokenizer", tok.tokenizer, "tokenizer.json or a folder holding one")->required();
+  k->add_option("--text", tok.text, "text to tokenize (default: JSON lines on stdin)");
+  k->add_flag("--add-special", tok.add_special, "apply the post-processor (e.g. add BOS)");
+
+  // `trainer --config X` (no command) means `trainer train --config X`.
+  std::vector<std::string> args(argv + 1, argv + argc);
+  static const std::set<std::string> commands = {"train", "check", "plugins", "generate",
+                                                 "eval", "tokenize", "bench"};
+  const bool help = !args.empty() && (args[0] == "-h" || args[0] == "--help" || args[0] == "--version");
+  if (!help && (args.empty() || !commands.count(args[0]))) args.insert(args.begin(), "train");
+  std::reverse(args.begin(), args.end());
+  try {
+    app.parse(args);
+  } catch (const CLI::ParseError& err) {
+    return app.exit(err);
+  }
+  train.resume = t->count("--resume") > 0;
+  if (*t) return run_train(train);
+  if (*c) return run_check(check);
+  if (*p) return run_plugins(plugins);
+  if (*g) return run_generate(gen);
+  if (*e) return run_eval(ev);
+  if (*k) return run_tokenize(tok);
+  return 2;
+}
+
+}  // namespace
+
+int run_cli(int argc, char** argv) {
+  spdlog::set_pattern("[%H:%M:%S] %v");
+  try {
+    return dispatch(argc, argv);
+  } catch (const UserError& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "error: %s\n", e.what());
+  } catch (const c10::Error& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "error: %s\n", e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "internal error: %s\n", e.what());
+  }
+  return 1;
+}
+
+}  // namespace loom

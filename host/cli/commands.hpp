@@ -1,0 +1,57 @@
+// One function per `trainer` subcommand; each receives already-parsed options.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace loom {
+
+struct CommonOptions {
+  std::string config;  // empty: the embedded default (or the checkpoint's, where one is given)
+  std::vector<std::string> plugins;  // --plugin, in order
+  std::vector<std::string> overrides;  // --set key=value
+};
+
+struct TrainArgs {
+  CommonOptions common;
+  bool resume = false;
+  std::string resume_dir;
+  bool progress = true;
+  int nproc = 1;
+};
+int run_train(const TrainArgs& args);
+int run_check(const CommonOptions& args);
+int run_plugins(const CommonOptions& args);
+
+struct GenerateArgs {
+  CommonOptions common;
+  std::string checkpoint;
+  std::optional<std::string> prompt;
+  std::int64_t complete = 0;
+  double mask = 0;
+  std::int64_t steps = 0;
+  double temperature = 0;
+  std::int64_t block_length = 0;
+  std::uint64_t seed = 0;
+};
+int run_generate(const GenerateArgs& args);
+
+struct EvalArgs {
+  CommonOptions common;
+  std::string checkpoint;
+  std::string data;
+  std::string objective;  // causal | the loss-owning plugin's name; empty: the checkpoint's
+  std::int64_t max_batches = 0;
+  int mc_samples = 0;  // 0: the objective's default
+};
+int run_eval(const EvalArgs& args);
+
+struct TokenizeArgs {
+  std::string tokenizer;
+  std::optional<std::string> text;
+  bool add_special = false;
+};
+int run_tokenize(const TokenizeArgs& args);
+
+}  // namespace loom

@@ -1,0 +1,97 @@
+// `trainer eval`: the objective's loss of a checkpoint on a data file, as JSON.
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <iostream>
+
+#include "cli/command_setup.hpp"
+#include "cli/commands.hpp"
+#include "data/data_loader.hpp"
+#include "data/dataset_reader.hpp"
+#include "errors.hpp"
+#include "train/autocast_guard.hpp"
+#include "train/causal_lm_loss.hpp"
+#include "train/model_bundle.hpp"
+#include "train/trainer.hpp"
+
+namespace loom {
+namespace fs = std::filesystem;
+
+ModelBundle load_checkpoint_for(const std::string& command, const fs::path& ckpt,
+                                const TrainConfig& cfg, PluginSet& plugins);
+
+int run_eval(const EvalArgs& a) {
+  const fs::path ckpt = a.checkpoint;
+  TrainConfig cfg = config_for(a.common, ckpt);
+  const bool causal = a.objective == "causal";
+  if (causal) cfg.plugins.clear();
+  PluginSet plugins = plugins_for(causal ? CommonOptions{} : a.common, cfg);
+  if (causal) {
+    for (auto it = cfg.plugin_tables.begin(); it != cfg.plugin_tables.end();) it = cfg.plugin_tables.erase(it);
+  } else if (!a.objective.empty()) {
+    bool found = false;
+    for (const auto& p : plugins.plugins()) found |= p.name == a.objective;
+    if (!found || !plugins.owns_loss())
+      throw UserError("--objective " + a.objective + ": no loaded plugin of that name provides a loss "
+                      "(use causal, or load the plugin with --plugin)");
+  }
+  ModelBundle b = load_checkpoint_for("eval", ckpt, cfg, plugins);
+  at::set_num_threads(cfg.threads > 0 ? cfg.threads : int(std::max(1u, std::thread::hardware_concurrency())));
+
+  DatasetConfig ds;
+  ds.path = a.data;
+  auto docs = read_dataset(ds, *b.tokenizer);
+  const std::int64_t pad = b.tokenizer->pad_id().value_or(b.tokenizer->eos_id().value_or(0));
+  PackingStats stats;
+  auto rows = pack_documents(docs, cfg.sequence_len, cfg.sample_packing, pad, &stats);
+  DataLoader loader(std::move(rows), LoaderShape{cfg.micro_batch_size, 1, 1, 0}, cfg.seed);
+  auto batches = loader.sequential_batches();
+  if (a.max_batches > 0 && std::int64_t(batches.size()) > a.max_batches) batches.resize(std::size_t(a.max_batches));
+  const int repeats = a.mc_samples > 0 ? a.mc_samples : plugins.eval_repeats();
+
+  torch::NoGradGuard no_grad;
+  // Each (batch, draw) gives a per-token loss and a weight (its scored tokens); the mean is
+  // weighted, and the standard error comes from the spread of the per-draw values.
+  std::vector<double> values, weights;
+  for (const auto& source : batches) {
+    for (int r = 0; r < (plugins.owns_loss() ? repeats : 1); ++r) {
+      sdk::Batch batch = clone_batch(source, b.device);
+      sdk::StepContext ctx;
+      ctx.training = false;
+      ctx.repeat = r;
+      ctx.seed = cfg.seed;
+      plugins.transform_batch(batch, ctx);
+      ctx.window = window_totals({batch});
+      AutocastGuard autocast(cfg.bf16, b.cuda());
+      auto out = b.model->forward(batch.input_ids, batch.position_ids, batch.segment_ids,
+                                  plugins.attention(batch, ctx));
+      auto res = plugins.owns_loss() ? plugins.loss(out, batch, ctx) : causal_lm_loss(out, batch, ctx);
+      const double w = double(plugins.owns_loss() ? ctx.window.tokens : ctx.window.next_token_targets);
+      values.push_back(res.loss.item<double>());
+      weights.push_back(w);
+    }
+  }
+  double wsum = 0, mean = 0;
+  for (std::size_t i = 0; i < values.size(); ++i) wsum += weights[i], mean += weights[i] * values[i];
+  mean /= std::max(1e-12, wsum);
+  double var = 0;
+  for (std::size_t i = 0; i < values.size(); ++i) var += weights[i] * (values[i] - mean) * (values[i] - mean);
+  const double n = double(values.size());
+  const double se = n > 1 ? std::sqrt(var / wsum / (n - 1)) : 0.0;
+  nlohmann::json j;
+  j["checkpoint"] = ckpt.string();
+  j["data"] = a.data;
+  j["objective"] = plugins.owns_loss() ? plugins.plugins().front().name : "causal";
+  j[plugins.owns_loss() ? "nll_bound_per_token" : "nll_per_token"] = mean;
+  j["stderr"] = se;
+  if (!plugins.owns_loss()) j["perplexity"] = std::exp(mean);
+  j["tokens"] = stats.tokens;
+  j["documents"] = stats.documents;
+  j["batches"] = batches.size();
+  j["mc_samples"] = plugins.owns_loss() ? repeats : 1;
+  std::cout << j.dump() << std::endl;
+  return 0;
+}
+
+}  // namespace loom

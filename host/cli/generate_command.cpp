@@ -1,0 +1,109 @@
+// `trainer generate`: sampling from a checkpoint with the loss plugin's sampler.
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <iostream>
+#include <sstream>
+
+#include "cli/command_setup.hpp"
+#include "cli/commands.hpp"
+#include "errors.hpp"
+#include "io/hf_config.hpp"
+#include "train/model_bundle.hpp"
+
+namespace loom {
+namespace fs = std::filesystem;
+
+namespace {
+
+sdk::RunInfo run_info(const TrainConfig& cfg, const std::string& command) {
+  sdk::RunInfo run;
+  run.seed = cfg.seed;
+  run.output_dir = cfg.output_dir;
+  run.base_model = cfg.base_model;
+  run.sequence_len = cfg.sequence_len;
+  run.micro_batch_size = cfg.micro_batch_size;
+  run.gradient_accumulation_steps = cfg.gradient_accumulation_steps;
+  run.bf16 = cfg.bf16;
+  run.command = command;
+  return run;
+}
+
+}  // namespace
+
+// Loads a checkpoint for inference; a plugin that has to add tokens to a trained checkpoint
+// (e.g. a mask token the checkpoint never learned) is refused, since those rows are untrained.
+ModelBundle load_checkpoint_for(const std::string& command, const fs::path& ckpt,
+                                const TrainConfig& cfg, PluginSet& plugins) {
+  if (!fs::is_directory(ckpt)) throw UserError("--checkpoint " + ckpt.string() + ": not a folder");
+  plugins.configure(cfg, run_info(cfg, command));
+  const auto stored_vocab = read_hf_config(ckpt / "config.json").vocab_size;
+  ModelBundle b = build_model_bundle(cfg, ckpt, plugins);
+  if (b.model->vocab_size() != stored_vocab || b.tokenizer->vocab_size() > stored_vocab)
+    throw UserError("checkpoint " + ckpt.string() + " lacks tokens the plugins need (they had to add " +
+                    std::to_string(b.tokenizer->vocab_size() - stored_vocab) +
+                    " new token(s), e.g. a mask token): was it trained with these plugins?");
+  b.model->set_training(false);
+  return b;
+}
+
+int run_generate(const GenerateArgs& a) {
+  const fs::path ckpt = a.checkpoint;
+  TrainConfig cfg = config_for(a.common, ckpt);
+  PluginSet plugins = plugins_for(a.common, cfg);
+  ModelBundle b = load_checkpoint_for("generate", ckpt, cfg, plugins);
+  LoadedPlugin* sampler = plugins.sampler();
+  if (!sampler)
+    throw UserError("no loaded plugin provides a sampler (load the objective the checkpoint was "
+                    "trained with, e.g. --plugin diffusion)");
+  if (a.complete < 0 || a.mask < 0 || a.mask > 1)
+    throw UserError("--complete must be >= 0 and --mask between 0 and 1");
+  torch::NoGradGuard no_grad;
+  const bool colour = isatty(fileno(stdout)) != 0;
+  auto generate = [&](const std::string& prompt, std::int64_t complete, double mask) {
+    sdk::GenerateRequest req;
+    req.prompt_ids = b.tokenizer->encode_with_special(prompt);
+    req.complete_tokens = complete;
+    req.mask_ratio = mask;
+    if (complete == 0 && mask == 0) req.complete_tokens = 32;
+    req.steps = a.steps;
+    req.temperature = a.temperature;
+    req.block_length = a.block_length;
+    req.seed = a.seed;
+    sdk::GenerateResult r;
+    try {
+      r = sampler->plugin->generate(*b.model, *b.tokenizer, req, colour);
+    } catch (const UserError&) {
+      throw;
+    } catch (const std::exception& e) {
+      throw UserError("plugin '" + sampler->name + "' failed in hook generate: " + e.what());
+    }
+    std::cout << r.rendered << std::endl;
+  };
+  if (a.prompt) {
+    generate(*a.prompt, a.complete, a.mask);
+    return 0;
+  }
+  // Interactive: ":complete N text" or ":mask R text", else the command line's mode.
+  std::cerr << "enter a prompt (\":complete N text\", \":mask R text\"); Ctrl-D ends\n";
+  for (std::string line; std::cerr << "> ", std::getline(std::cin, line);) {
+    if (line.empty()) continue;
+    std::int64_t complete = a.complete;
+    double mask = a.mask;
+    std::istringstream in(line);
+    std::string head;
+    if (line.rfind(":complete", 0) == 0) {
+      in >> head >> complete;
+      mask = 0;
+      std::getline(in >> std::ws, line);
+    } else if (line.rfind(":mask", 0) == 0) {
+      in >> head >> mask;
+      complete = 0;
+      std::getline(in >> std::ws, line);
+    }
+    generate(line, complete, mask);
+  }
+  return 0;
+}
+
+}  // namespace loom

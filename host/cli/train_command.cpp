@@ -1,0 +1,52 @@
+// `trainer train` and `trainer check`.
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+
+#include "cli/command_setup.hpp"
+#include "cli/commands.hpp"
+#include "errors.hpp"
+#include "train/trainer.hpp"
+
+namespace loom {
+
+int run_train(const TrainArgs& args) {
+  TrainConfig cfg = config_for(args.common);
+  PluginSet plugins = plugins_for(args.common, cfg);
+  TrainOptions opt;
+  opt.resume = args.resume;
+  opt.resume_dir = args.resume_dir;
+  opt.progress = args.progress;
+  Trainer trainer(cfg, plugins, opt);
+  return trainer.run();
+}
+
+int run_check(const CommonOptions& args) {
+  TrainConfig cfg = config_for(args);
+  PluginSet plugins = plugins_for(args, cfg);
+  sdk::RunInfo run;
+  run.seed = cfg.seed;
+  run.output_dir = cfg.output_dir;
+  run.base_model = cfg.base_model;
+  run.sequence_len = cfg.sequence_len;
+  run.micro_batch_size = cfg.micro_batch_size;
+  run.gradient_accumulation_steps = cfg.gradient_accumulation_steps;
+  run.bf16 = cfg.bf16;
+  run.command = "check";
+  plugins.configure(cfg, run);
+  for (const auto& d : cfg.datasets)
+    if (!std::filesystem::exists(d.path))
+      throw UserError("dataset " + d.path + ": file not found");
+  if (cfg.datasets.empty())
+    throw UserError(cfg.source.string() + ": no [[datasets]] given (nothing to train on)");
+  if (!cfg.base_model.empty() && !std::filesystem::exists(std::filesystem::path(cfg.base_model) / "config.json"))
+    throw UserError("base_model " + cfg.base_model + ": config.json not found");
+  std::string names;
+  for (const auto& p : plugins.plugins()) names += (names.empty() ? "" : ", ") + p.name;
+  std::printf("%s: OK (plugins: %s; objective: %s)\n", cfg.source.string().c_str(),
+              names.empty() ? "none" : names.c_str(),
+              plugins.owns_loss() ? "plugin loss" : "causal LM");
+  return 0;
+}
+
+}  // namespace loom

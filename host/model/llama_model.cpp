@@ -1,0 +1,276 @@
+#include "model/llama_model.hpp"
+
+#include <torch/version.h>
+
+#include <cmath>
+
+#include "errors.hpp"
+#include "io/rope_frequencies.hpp"
+
+namespace loom {
+namespace F = torch::nn::functional;
+
+// ---- RMSNorm ---------------------------------------------------------------------------
+RMSNormImpl::RMSNormImpl(std::int64_t dim, double eps) : eps_(eps) {
+  weight = register_parameter("weight", torch::ones({dim}));
+}
+
+torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
+  // Statistics in fp32 as transformers does, whatever the activation dtype.
+  auto xf = x.to(torch::kFloat);
+  auto normed = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps_);
+  return weight * normed.to(x.scalar_type());
+}
+
+// ---- attention -------------------------------------------------------------------------
+namespace {
+
+torch::Tensor rotate_half(const torch::Tensor& x) {
+  auto halves = x.chunk(2, -1);
+  return torch::cat({-halves[1], halves[0]}, -1);
+}
+
+torch::Tensor apply_rope(const torch::Tensor& x, const LayerInputs& in) {
+  return x * in.cos + rotate_half(x) * in.sin;
+}
+
+// [B, S, KV, D] -> [B, S, H, D] by repeating each key/value head for its query group.
+torch::Tensor repeat_kv(const torch::Tensor& x, std::int64_t rep) {
+  if (rep == 1) return x;
+  auto s = x.sizes();
+  return x.unsqueeze(3).expand({s[0], s[1], s[2], rep, s[3]}).reshape({s[0], s[1], s[2] * rep, s[3]});
+}
+
+}  // namespace
+
+AttentionImpl::AttentionImpl(const ModelConfig& c)
+    : heads_(c.num_attention_heads), kv_heads_(c.num_key_value_heads), head_dim_(c.head_dim()) {
+  auto lin = [](std::int64_t in, std::int64_t out) {
+    return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
+  };
+  q_proj = register_module("q_proj", lin(c.hidden_size, heads_ * head_dim_));
+  k_proj = register_module("k_proj", lin(c.hidden_size, kv_heads_ * head_dim_));
+  v_proj = register_module("v_proj", lin(c.hidden_size, kv_heads_ * head_dim_));
+  o_proj = register_module("o_proj", lin(heads_ * head_dim_, c.hidden_size));
+}
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const LayerInputs& in) {
+  const auto B = x.size(0), S = x.size(1);
+  auto q = apply_rope(q_proj(x).view({B, S, heads_, head_dim_}), in);
+  auto k = apply_rope(k_proj(x).view({B, S, kv_heads_, head_dim_}), in);
+  auto v = v_proj(x).view({B, S, kv_heads_, head_dim_});
+  k = repeat_kv(k, heads_ / kv_heads_);
+  v = repeat_kv(v, heads_ / kv_heads_);
+  q = q.transpose(1, 2);  // [B, H, S, D]
+  k = k.transpose(1, 2);
+  v = v.transpose(1, 2);
+#if TORCH_VERSION_MAJOR >= 2
+  auto out = at::scaled_dot_product_attention(q, k, v, in.mask, 0.0,
+                                              /*is_causal=*/!in.mask.defined() && in.causal);
+#else
+  auto scores = torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(double(head_dim_)));
+  if (in.mask.defined()) {
+    scores = scores.masked_fill(in.mask.logical_not(), -std::numeric_limits<float>::infinity());
+  } else if (in.causal) {
+    auto future = torch::ones({S, S}, torch::dtype(torch::kBool).device(x.device())).triu(1);
+    scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());
+  }
+  auto out = torch::matmul(torch::softmax(scores, -1).to(v.scalar_type()), v);
+#endif
+  return o_proj(out.transpose(1, 2).reshape({B, S, heads_ * head_dim_}));
+}
+
+// ---- MLP and layer ---------------------------------------------------------------------
+MlpImpl::MlpImpl(const ModelConfig& c) {
+  auto lin = [](std::int64_t in, std::int64_t out) {
+    return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
+  };
+  gate_proj = register_module("gate_proj", lin(c.hidden_size, c.intermediate_size));
+  up_proj = register_module("up_proj", lin(c.hidden_size, c.intermediate_size));
+  down_proj = register_module("down_proj", lin(c.intermediate_size, c.hidden_size));
+}
+
+torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
+  return down_proj(F::silu(gate_proj(x)) * up_proj(x));
+}
+
+DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c) {
+  input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+  self_attn = register_module("self_attn", Attention(c));
+  post_attention_layernorm =
+      register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+  mlp = register_module("mlp", Mlp(c));
+}
+
+torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const LayerInputs& in) {
+  auto h = x + self_attn(input_layernorm(x), in);
+  return h + mlp(post_attention_layernorm(h));
+}
+
+// ---- gradient checkpointing --------------------------------------------------------------
+namespace {
+
+// Runs a layer without keeping its activations; backward recomputes them (PyTorch's
+// "reentrant" checkpoint). The layer is passed through saved_data as an address because
+// autograd functions only carry IValues.
+struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x,
+                               torch::Tensor cos, torch::Tensor sin, torch::Tensor mask,
+                               bool causal, std::int64_t layer_address) {
+    ctx->save_for_backward({x, cos, sin});
+    ctx->saved_data["mask"] = mask;
+    ctx->saved_data["causal"] = causal;
+    ctx->saved_data["layer"] = layer_address;
+    LayerInputs in{cos, sin, mask, causal};
+    return reinterpret_cast<DecoderLayerImpl*>(layer_address)->forward(x, in);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    auto saved = ctx->get_saved_variables();
+    auto x = saved[0].detach().requires_grad_(true);
+    LayerInputs in{saved[1], saved[2], ctx->saved_data["mask"].toTensor(),
+                   ctx->saved_data["causal"].toBool()};
+    auto* layer = reinterpret_cast<DecoderLayerImpl*>(ctx->saved_data["layer"].toInt());
+    torch::Tensor y;
+    {
+      torch::AutoGradMode grad_on(true);
+      y = layer->forward(x, in);
+    }
+    torch::autograd::backward({y}, {grad_out[0]});
+    return {x.grad(), {}, {}, {}, {}, {}};
+  }
+};
+
+}  // namespace
+
+// ---- the model -------------------------------------------------------------------------
+LlamaBackboneImpl::LlamaBackboneImpl(const ModelConfig& c) {
+  embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.hidden_size));
+  auto list = torch::nn::ModuleList();
+  for (std::int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    layers.push_back(DecoderLayer(c));
+    list->push_back(layers.back());
+  }
+  register_module("layers", list);
+  norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+}
+
+LlamaForCausalLMImpl::LlamaForCausalLMImpl(const ModelConfig& c) : config_(c) {
+  if (c.vocab_size <= 0) throw UserError("model.vocab_size must be set (> 0)");
+  model = register_module("model", LlamaBackbone(c));
+  if (!c.tie_word_embeddings) {
+    lm_head = register_module(
+        "lm_head", torch::nn::Linear(torch::nn::LinearOptions(c.hidden_size, c.vocab_size).bias(false)));
+  }
+  build_rope_tables();
+}
+
+void LlamaForCausalLMImpl::build_rope_tables() {
+  auto inv = rope_inverse_frequencies(config_);
+  auto inv_freq = torch::tensor(inv, torch::kDouble);
+  auto pos = torch::arange(config_.max_position_embeddings, torch::kDouble);
+  auto freqs = torch::outer(pos, inv_freq);
+  auto emb = torch::cat({freqs, freqs}, -1);  // [max_pos, D]
+  rope_cos_ = emb.cos().to(torch::kFloat);
+  rope_sin_ = emb.sin().to(torch::kFloat);
+}
+
+void LlamaForCausalLMImpl::reset_parameters(std::uint64_t seed) {
+  torch::NoGradGuard no_grad;
+  auto gen = at::detail::createCPUGenerator(seed);
+  for (auto& kv : named_parameters()) {
+    auto& p = kv.value();
+    if (kv.key().find("norm") != std::string::npos) {
+      p.fill_(1.0);
+    } else {
+      auto init = at::normal(0.0, config_.initializer_range, p.sizes(), gen);
+      p.copy_(init);
+    }
+  }
+}
+
+torch::Tensor LlamaForCausalLMImpl::output_weight() const {
+  return lm_head ? lm_head->weight : model->embed_tokens->weight;
+}
+
+torch::Tensor LlamaForCausalLMImpl::project(const torch::Tensor& hidden) const {
+  return F::linear(hidden, output_weight());
+}
+
+void LlamaForCausalLMImpl::resize_vocab(std::int64_t n) {
+  const auto old = config_.vocab_size;
+  if (n <= old) return;
+  torch::NoGradGuard no_grad;
+  auto grow = [&](const torch::Tensor& w) {
+    auto extra = w.mean(0, true).expand({n - old, w.size(1)});
+    return torch::cat({w, extra}, 0).contiguous();
+  };
+  auto& emb = model->embed_tokens->weight;
+  emb.set_data(grow(emb));
+  model->embed_tokens->options.num_embeddings(n);
+  if (lm_head) {
+    lm_head->weight.set_data(grow(lm_head->weight));
+    lm_head->options.out_features(n);
+  }
+  config_.vocab_size = n;
+}
+
+torch::Tensor build_attention_mask(const torch::Tensor& segment_ids,
+                                   const sdk::AttentionSpec& spec, std::int64_t seq_len,
+                                   bool* causal) {
+  *causal = spec.kind == sdk::AttentionSpec::Kind::Causal;
+  if (spec.kind == sdk::AttentionSpec::Kind::Explicit) {
+    auto m = spec.mask.to(torch::kBool);
+    // A query with no allowed key would give NaN: let it see itself.
+    auto empty = m.any(-1, /*keepdim=*/true).logical_not();
+    auto eye = torch::eye(seq_len, torch::dtype(torch::kBool).device(m.device()));
+    return m.logical_or(empty.logical_and(eye));
+  }
+  if (!segment_ids.defined() || segment_ids.eq(1).all().item<bool>()) return {};
+  auto q = segment_ids.unsqueeze(2);  // [B, S, 1]
+  auto k = segment_ids.unsqueeze(1);  // [B, 1, S]
+  auto allowed = q.eq(k).logical_and(k.gt(0));
+  auto eye = torch::eye(seq_len, torch::dtype(torch::kBool).device(segment_ids.device()));
+  if (*causal) allowed = allowed.logical_and(eye.logical_or(torch::ones_like(eye).tril()));
+  allowed = allowed.logical_or(q.eq(0).logical_and(eye));  // padding queries see themselves
+  return allowed.unsqueeze(1);  // [B, 1, S, S]
+}
+
+torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& input_ids,
+                                            const torch::Tensor& position_ids,
+                                            const torch::Tensor& segment_ids,
+                                            const sdk::AttentionSpec& attention) {
+  const auto B = input_ids.size(0), S = input_ids.size(1);
+  auto pos = position_ids.defined()
+                 ? position_ids
+                 : torch::arange(S, torch::dtype(torch::kLong).device(input_ids.device()))
+                       .unsqueeze(0)
+                       .expand({B, S});
+  if (S > config_.max_position_embeddings || pos.max().item<std::int64_t>() >= config_.max_position_embeddings)
+    throw UserError("sequence of " + std::to_string(S) + " tokens exceeds max_position_embeddings (" +
+                    std::to_string(config_.max_position_embeddings) + ")");
+  if (rope_cos_.device() != input_ids.device()) {
+    rope_cos_ = rope_cos_.to(input_ids.device());
+    rope_sin_ = rope_sin_.to(input_ids.device());
+  }
+  LayerInputs in;
+  auto flat = pos.reshape({-1});
+  in.cos = rope_cos_.index_select(0, flat).view({B, S, 1, -1});
+  in.sin = rope_sin_.index_select(0, flat).view({B, S, 1, -1});
+  in.mask = build_attention_mask(segment_ids, attention, S, &in.causal);
+
+  auto h = model->embed_tokens(input_ids);
+  const bool checkpoint = checkpointing_ && is_training() && torch::GradMode::is_enabled();
+  for (auto& layer : model->layers) {
+    if (checkpoint) {
+      h = CheckpointedLayer::apply(h, in.cos, in.sin, in.mask, in.causal,
+                                   reinterpret_cast<std::int64_t>(layer.get()));
+    } else {
+      h = layer(h, in);
+    }
+  }
+  return model->norm(h);
+}
+
+}  // namespace loom

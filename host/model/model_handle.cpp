@@ -1,0 +1,20 @@
+#include "model/model_handle.hpp"
+
+namespace loom {
+
+sdk::ModelOutput LlamaModelHandle::forward(const at::Tensor& input_ids,
+                                           const at::Tensor& position_ids,
+                                           const at::Tensor& segment_ids,
+                                           const sdk::AttentionSpec& attention) {
+  sdk::ModelOutput out;
+  out.hidden = model_->forward(input_ids, position_ids, segment_ids, attention);
+  auto* m = model_.get();
+  out.project = [m](const at::Tensor& h) { return m->project(h); };
+  return out;
+}
+
+at::Device LlamaModelHandle::device() const {
+  return model_->model->embed_tokens->weight.device();
+}
+
+}  // namespace loom

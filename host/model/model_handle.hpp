@@ -1,0 +1,32 @@
+// The model as plugins see it (sdk::ModelHandle) over the host's LlamaForCausalLM.
+#pragma once
+
+#include "loom/sdk/model.hpp"
+#include "model/llama_model.hpp"
+
+namespace loom {
+
+class LlamaModelHandle : public sdk::ModelHandle {
+ public:
+  explicit LlamaModelHandle(LlamaForCausalLM model) : model_(std::move(model)) {}
+
+  std::int64_t vocab_size() const override { return model_->config().vocab_size; }
+  std::int64_t hidden_size() const override { return model_->config().hidden_size; }
+  std::int64_t max_position_embeddings() const override {
+    return model_->config().max_position_embeddings;
+  }
+  void resize_vocab(std::int64_t new_vocab_size) override { model_->resize_vocab(new_vocab_size); }
+  sdk::ModelOutput forward(const at::Tensor& input_ids, const at::Tensor& position_ids,
+                           const at::Tensor& segment_ids,
+                           const sdk::AttentionSpec& attention) override;
+  at::Device device() const override;
+  void set_training(bool training) override { model_->train(training); }
+  bool is_training() const override { return model_->is_training(); }
+
+  LlamaForCausalLM& model() { return model_; }
+
+ private:
+  LlamaForCausalLM model_;
+};
+
+}  // namespace loom

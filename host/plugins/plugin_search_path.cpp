@@ -1,0 +1,81 @@
+#include "plugins/plugin_search_path.hpp"
+
+#include <cstdlib>
+#include <set>
+#include <unistd.h>
+
+#include "errors.hpp"
+
+namespace loom {
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path executable_dir() {
+  std::error_code ec;
+  auto exe = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? fs::path() : exe.parent_path();
+}
+
+}  // namespace
+
+std::vector<fs::path> plugin_search_dirs() {
+  std::vector<fs::path> dirs;
+  if (const char* env = std::getenv("LOOM_PLUGIN_PATH")) {
+    std::string s = env;
+    for (std::size_t start = 0; start <= s.size();) {
+      auto colon = s.find(':', start);
+      if (colon == std::string::npos) colon = s.size();
+      if (colon > start) dirs.emplace_back(s.substr(start, colon - start));
+      start = colon + 1;
+    }
+  }
+  // Relative to the running program first, so a relocated build or install still works.
+  auto exe = executable_dir();
+  if (!exe.empty()) {
+    dirs.push_back(exe / ".." / "plugins");             // build tree: <build>/bin/trainer
+    dirs.push_back(exe / ".." / "lib" / "loom" / "plugins");  // install: <prefix>/bin/trainer
+  }
+  dirs.emplace_back(LOOM_BUILD_PLUGIN_DIR);
+  dirs.emplace_back(LOOM_INSTALL_PLUGIN_DIR);
+  return dirs;
+}
+
+fs::path resolve_plugin(const std::string& name) {
+  if (name.find('/') != std::string::npos) return fs::path(name);
+  std::vector<std::string> candidates = {name};
+  if (name.find(".so") == std::string::npos) {
+    candidates.push_back("lib" + name + ".so");
+    candidates.push_back(name + ".so");
+  }
+  std::string searched;
+  for (const auto& dir : plugin_search_dirs()) {
+    searched += "\n  " + dir.lexically_normal().string();
+    for (const auto& c : candidates) {
+      std::error_code ec;
+      if (fs::is_regular_file(dir / c, ec)) return (dir / c).lexically_normal();
+    }
+  }
+  throw UserError("plugin '" + name + "' not found; searched (set LOOM_PLUGIN_PATH to add more):" +
+                  searched);
+}
+
+std::vector<fs::path> discover_plugins() {
+  std::vector<fs::path> found;
+  std::set<std::string> seen;
+  for (const auto& dir : plugin_search_dirs()) {
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec)) continue;
+    std::vector<fs::path> here;
+    for (const auto& e : fs::directory_iterator(dir, ec)) {
+      auto f = e.path().filename().string();
+      if (f.rfind("lib", 0) == 0 && f.size() > 3 && f.substr(f.size() - 3) == ".so") here.push_back(e.path());
+    }
+    std::sort(here.begin(), here.end());
+    for (const auto& p : here)
+      if (seen.insert(p.filename().string()).second) found.push_back(p.lexically_normal());
+  }
+  return found;
+}
+
+}  // namespace loom

@@ -1,0 +1,136 @@
+#include "plugins/plugin_set.hpp"
+
+#include <c10/util/Exception.h>
+
+#include "config/config_loader.hpp"
+#include "config/key_suggestion.hpp"
+#include "errors.hpp"
+#include "plugins/plugin_search_path.hpp"
+
+namespace loom {
+
+template <class Fn>
+auto PluginSet::guarded(const LoadedPlugin& p, const char* hook, Fn&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const c10::Error& e) {
+    throw UserError("plugin '" + p.name + "' failed in hook " + hook + ": " +
+                    e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    throw UserError("plugin '" + p.name + "' failed in hook " + hook + ": " + e.what());
+  }
+}
+
+PluginSet PluginSet::load(const std::vector<std::string>& specs) {
+  PluginSet set;
+  for (const auto& spec : specs) {
+    auto lib = PluginLibrary::load(resolve_plugin(spec));
+    bool dup = false;
+    for (const auto& p : set.plugins_) {
+      if (p.library->info().path == lib->info().path) dup = true;
+      else if (p.name == lib->info().name)
+        throw UserError("two plugins are both named '" + p.name + "': " +
+                        p.library->info().path.string() + " and " + lib->info().path.string());
+    }
+    if (dup) continue;
+    LoadedPlugin lp{lib, lib->create(), lib->info().name};
+    set.plugins_.push_back(std::move(lp));
+  }
+  for (auto& p : set.plugins_) {
+    if (set.guarded(p, "owns_loss", [&] { return p.plugin->owns_loss(); })) {
+      if (set.loss_owner_)
+        throw UserError("plugins '" + set.loss_owner_->name + "' and '" + p.name +
+                        "' both provide the loss; load only one of them");
+      set.loss_owner_ = &p;
+    }
+    if (set.guarded(p, "owns_attention", [&] { return p.plugin->owns_attention(); })) {
+      if (set.attention_owner_)
+        throw UserError("plugins '" + set.attention_owner_->name + "' and '" + p.name +
+                        "' both provide the attention mask; load only one of them");
+      set.attention_owner_ = &p;
+    }
+  }
+  return set;
+}
+
+void PluginSet::configure(const TrainConfig& config, const sdk::RunInfo& run) {
+  std::vector<std::string> names;
+  for (const auto& p : plugins_) names.push_back(p.name);
+  for (const auto& [table, values] : config.plugin_tables) {
+    if (std::find(names.begin(), names.end(), table) != names.end()) continue;
+    std::string msg = config.source.string() + ": table [" + table +
+                      "] belongs to no loaded plugin";
+    msg += names.empty() ? " (no plugins are loaded; add plugins = [\"" + table + "\"] or --plugin)"
+                         : " (loaded: " + [&] {
+                             std::string s;
+                             for (const auto& n : names) s += (s.empty() ? "" : ", ") + n;
+                             return s;
+                           }() + ")";
+    std::string near = closest_key(table, names);
+    if (!near.empty()) msg += "; did you mean [" + near + "]?";
+    throw UserError(msg);
+  }
+  for (auto& p : plugins_) {
+    auto schema = guarded(p, "config_schema", [&] { return p.plugin->config_schema(); });
+    auto it = config.plugin_tables.find(p.name);
+    static const std::map<std::string, sdk::ConfigValue> none;
+    auto section = validate_plugin_section(p.name, schema,
+                                           it == config.plugin_tables.end() ? none : it->second,
+                                           config.source.string());
+    guarded(p, "configure", [&] { p.plugin->configure(section, run); });
+  }
+}
+
+void PluginSet::on_model_loaded(sdk::ModelHandle& model, sdk::TokenizerHandle& tokenizer) {
+  for (auto& p : plugins_)
+    guarded(p, "on_model_loaded", [&] { p.plugin->on_model_loaded(model, tokenizer); });
+}
+
+void PluginSet::transform_batch(sdk::Batch& batch, const sdk::StepContext& ctx) {
+  for (auto& p : plugins_) guarded(p, "transform_batch", [&] { p.plugin->transform_batch(batch, ctx); });
+}
+
+sdk::AttentionSpec PluginSet::attention(const sdk::Batch& batch, const sdk::StepContext& ctx) {
+  if (!attention_owner_) return sdk::AttentionSpec::causal();
+  return guarded(*attention_owner_, "attention",
+                 [&] { return attention_owner_->plugin->attention(batch, ctx); });
+}
+
+sdk::LossResult PluginSet::loss(const sdk::ModelOutput& out, const sdk::Batch& batch,
+                                const sdk::StepContext& ctx) {
+  auto r = guarded(*loss_owner_, "loss", [&] { return loss_owner_->plugin->loss(out, batch, ctx); });
+  if (!r.loss.defined() || r.loss.numel() != 1)
+    throw UserError("plugin '" + loss_owner_->name + "' failed in hook loss: it returned no scalar loss");
+  return r;
+}
+
+int PluginSet::eval_repeats() {
+  if (!loss_owner_) return 1;
+  int n = guarded(*loss_owner_, "eval_repeats", [&] { return loss_owner_->plugin->eval_repeats(); });
+  return std::max(1, n);
+}
+
+void PluginSet::on_train_begin(sdk::TrainerState& s) {
+  for (auto& p : plugins_) guarded(p, "on_train_begin", [&] { p.plugin->on_train_begin(s); });
+}
+void PluginSet::on_step_end(sdk::TrainerState& s) {
+  for (auto& p : plugins_) guarded(p, "on_step_end", [&] { p.plugin->on_step_end(s); });
+}
+void PluginSet::on_evaluate(sdk::TrainerState& s, sdk::Metrics& m) {
+  for (auto& p : plugins_) guarded(p, "on_evaluate", [&] { p.plugin->on_evaluate(s, m); });
+}
+void PluginSet::on_save(sdk::TrainerState& s, const std::string& dir) {
+  for (auto& p : plugins_) guarded(p, "on_save", [&] { p.plugin->on_save(s, dir); });
+}
+void PluginSet::on_train_end(sdk::TrainerState& s) {
+  for (auto& p : plugins_) guarded(p, "on_train_end", [&] { p.plugin->on_train_end(s); });
+}
+
+LoadedPlugin* PluginSet::sampler() {
+  if (loss_owner_ && guarded(*loss_owner_, "provides_sampler",
+                             [&] { return loss_owner_->plugin->provides_sampler(); }))
+    return loss_owner_;
+  return nullptr;
+}
+
+}  // namespace loom

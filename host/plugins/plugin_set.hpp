@@ -1,0 +1,64 @@
+// The run's active plugins and the rules that combine them (see sdk/plugin.hpp): broadcast
+// hooks go to every plugin in config order; the loss and the attention mask have at most one
+// owner each. Every hook call is guarded: an exception from a plugin becomes a UserError that
+// names the plugin and the hook.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config/train_config.hpp"
+#include "loom/sdk/plugin.hpp"
+#include "plugins/plugin_library.hpp"
+
+namespace loom {
+
+struct LoadedPlugin {
+  std::shared_ptr<PluginLibrary> library;
+  std::shared_ptr<sdk::Plugin> plugin;
+  std::string name;
+};
+
+class PluginSet {
+ public:
+  PluginSet() = default;
+  // Loads plugins named on the command line and in the config, in that order (duplicates are
+  // loaded once). Throws UserError for files that cannot be used and for two owners of the loss
+  // or of the attention.
+  static PluginSet load(const std::vector<std::string>& specs);
+
+  const std::vector<LoadedPlugin>& plugins() const { return plugins_; }
+  bool empty() const { return plugins_.empty(); }
+
+  // Validates every plugin table of the config against the plugins' schemas (tables that no
+  // loaded plugin owns are an error) and calls configure().
+  void configure(const TrainConfig& config, const sdk::RunInfo& run);
+  void on_model_loaded(sdk::ModelHandle& model, sdk::TokenizerHandle& tokenizer);
+
+  void transform_batch(sdk::Batch& batch, const sdk::StepContext& ctx);
+  sdk::AttentionSpec attention(const sdk::Batch& batch, const sdk::StepContext& ctx);
+  bool owns_loss() const { return loss_owner_ != nullptr; }
+  sdk::LossResult loss(const sdk::ModelOutput& out, const sdk::Batch& batch,
+                       const sdk::StepContext& ctx);
+  int eval_repeats();
+
+  void on_train_begin(sdk::TrainerState& s);
+  void on_step_end(sdk::TrainerState& s);
+  void on_evaluate(sdk::TrainerState& s, sdk::Metrics& m);
+  void on_save(sdk::TrainerState& s, const std::string& dir);
+  void on_train_end(sdk::TrainerState& s);
+
+  // The plugin that owns the loss, if it provides a sampler (for `trainer generate`).
+  LoadedPlugin* sampler();
+
+ private:
+  template <class Fn>
+  auto guarded(const LoadedPlugin& p, const char* hook, Fn&& fn) -> decltype(fn());
+
+  std::vector<LoadedPlugin> plugins_;
+  LoadedPlugin* loss_owner_ = nullptr;
+  LoadedPlugin* attention_owner_ = nullptr;
+};
+
+}  // namespace loom

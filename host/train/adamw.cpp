@@ -1,0 +1,82 @@
+#include "train/adamw.hpp"
+
+#include <cmath>
+
+#include "errors.hpp"
+
+namespace loom {
+
+AdamW::AdamW(std::vector<std::pair<std::string, torch::Tensor>> params, AdamWOptions options)
+    : opt_(options) {
+  for (auto& [name, p] : params) {
+    slots_.push_back({name, p, torch::zeros_like(p, torch::MemoryFormat::Preserve),
+                      torch::zeros_like(p, torch::MemoryFormat::Preserve), p.dim() >= 2});
+  }
+}
+
+void AdamW::step(double lr) {
+  torch::NoGradGuard no_grad;
+  ++steps_;
+  const double bc1 = 1.0 - std::pow(opt_.beta1, double(steps_));
+  const double bc2 = 1.0 - std::pow(opt_.beta2, double(steps_));
+  const double step_size = lr / bc1;
+  const double bc2_sqrt = std::sqrt(bc2);
+  for (auto& s : slots_) {
+    const auto& g = s.param.grad();
+    if (!g.defined()) continue;
+    if (s.decay && opt_.weight_decay != 0) s.param.mul_(1.0 - lr * opt_.weight_decay);
+    s.exp_avg.mul_(opt_.beta1).add_(g, 1.0 - opt_.beta1);
+    s.exp_avg_sq.mul_(opt_.beta2).addcmul_(g, g, 1.0 - opt_.beta2);
+    auto denom = (s.exp_avg_sq.sqrt() / bc2_sqrt).add_(opt_.eps);
+    s.param.addcdiv_(s.exp_avg, denom, -step_size);
+  }
+}
+
+void AdamW::zero_grad() {
+  for (auto& s : slots_) {
+    auto& g = s.param.mutable_grad();
+    if (g.defined()) g = torch::Tensor();  // set_to_none, as PyTorch does by default
+  }
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> AdamW::state() const {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& s : slots_) {
+    out.emplace_back(s.name + ".exp_avg", s.exp_avg);
+    out.emplace_back(s.name + ".exp_avg_sq", s.exp_avg_sq);
+  }
+  return out;
+}
+
+void AdamW::load_state(const std::map<std::string, torch::Tensor>& state, std::int64_t steps) {
+  torch::NoGradGuard no_grad;
+  auto load = [&](const std::string& key, torch::Tensor& dst) {
+    auto it = state.find(key);
+    if (it == state.end()) throw UserError("optimizer state has no entry " + key);
+    if (it->second.sizes() != dst.sizes())
+      throw UserError("optimizer state " + key + " has the wrong shape");
+    dst.copy_(it->second);
+  };
+  for (auto& s : slots_) {
+    load(s.name + ".exp_avg", s.exp_avg);
+    load(s.name + ".exp_avg_sq", s.exp_avg_sq);
+  }
+  steps_ = steps;
+}
+
+double clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> norms;
+  for (const auto& p : params)
+    if (p.grad().defined()) norms.push_back(p.grad().norm().to(torch::kFloat));
+  if (norms.empty()) return 0.0;
+  const double total = torch::stack(norms).norm().item<double>();
+  if (max_norm > 0 && total > max_norm) {
+    const double scale = max_norm / (total + 1e-6);
+    for (const auto& p : params)
+      if (p.grad().defined()) p.grad().mul_(scale);
+  }
+  return total;
+}
+
+}  // namespace loom

@@ -1,0 +1,116 @@
+#include "train/checkpoint.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+#include <regex>
+
+#include "errors.hpp"
+#include "io/hf_config.hpp"
+#include "io/tensor_io.hpp"
+#include "loom/sdk/version.hpp"
+
+namespace loom {
+namespace fs = std::filesystem;
+
+namespace {
+
+std::int64_t checkpoint_step(const fs::path& p) {
+  static const std::regex re("checkpoint-([0-9]+)");
+  std::smatch m;
+  std::string name = p.filename().string();
+  if (!std::regex_match(name, m, re)) return -1;
+  return std::stoll(m[1]);
+}
+
+std::vector<std::pair<std::int64_t, fs::path>> list_checkpoints(const fs::path& out) {
+  std::vector<std::pair<std::int64_t, fs::path>> v;
+  std::error_code ec;
+  if (!fs::is_directory(out, ec)) return v;
+  for (const auto& e : fs::directory_iterator(out, ec)) {
+    auto step = checkpoint_step(e.path());
+    if (step >= 0 && e.is_directory()) v.emplace_back(step, e.path());
+  }
+  std::sort(v.begin(), v.end());
+  return v;
+}
+
+}  // namespace
+
+void write_checkpoint(const fs::path& dir, ModelBundle& bundle, const AdamW* optimizer,
+                      const TrainerStateRecord& state, const std::string& resolved_toml,
+                      const std::function<void(const fs::path&)>& before_commit) {
+  const fs::path tmp = dir.string() + ".tmp";
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  auto& model = bundle.model->model();
+  {
+    // Checkpoints are always fp32 on disk: CPU copies of the parameters.
+    std::vector<std::pair<std::string, torch::Tensor>> weights;
+    for (auto& [name, t] : named_weights(model))
+      weights.emplace_back(name, t.detach().to(torch::kCPU, torch::kFloat).contiguous());
+    save_tensors(tmp / "model.safetensors", weights, {{"format", "pt"}});
+  }
+  ModelConfig mc = model->config();
+  mc.torch_dtype = "float32";
+  if (auto bos = bundle.tokenizer->bos_id()) mc.bos_token_id = *bos;
+  if (auto eos = bundle.tokenizer->eos_id()) mc.eos_token_id = *eos;
+  if (auto pad = bundle.tokenizer->pad_id()) mc.pad_token_id = *pad;
+  write_hf_config(tmp / "config.json", mc);
+  bundle.tokenizer->save(tmp);
+  if (optimizer) {
+    std::vector<std::pair<std::string, torch::Tensor>> st;
+    for (auto& [name, t] : optimizer->state())
+      st.emplace_back(name, t.detach().to(torch::kCPU).contiguous());
+    save_tensors(tmp / "optimizer.safetensors", st, {});
+    nlohmann::json j;
+    j["step"] = state.step;
+    j["epoch"] = state.epoch;
+    j["optimizer_steps"] = state.optimizer_steps;
+    j["seed"] = state.seed;
+    j["world_size"] = state.world_size;
+    j["loom_version"] = LOOM_VERSION;
+    j["sdk_abi"] = std::to_string(LOOM_SDK_ABI_MAJOR) + "." + std::to_string(LOOM_SDK_ABI_MINOR);
+    std::ofstream(tmp / "trainer_state.json") << j.dump(2) << "\n";
+  }
+  // The resolved config, so `trainer generate/eval --checkpoint` know the plugins and keys.
+  std::ofstream(tmp / "loom_config.toml") << resolved_toml << "\n";
+  if (before_commit) before_commit(tmp);
+  fs::remove_all(dir);
+  fs::rename(tmp, dir);
+}
+
+fs::path find_latest_checkpoint(const fs::path& output_dir) {
+  auto all = list_checkpoints(output_dir);
+  for (auto it = all.rbegin(); it != all.rend(); ++it)
+    if (fs::exists(it->second / "trainer_state.json")) return it->second;
+  return {};
+}
+
+TrainerStateRecord read_trainer_state(const fs::path& dir) {
+  if (!fs::is_directory(dir)) throw UserError("checkpoint " + dir.string() + ": not a folder");
+  for (const char* f : {"model.safetensors", "config.json", "optimizer.safetensors",
+                        "trainer_state.json", "tokenizer.json"})
+    if (!fs::exists(dir / f))
+      throw UserError("checkpoint " + dir.string() + " is incomplete or corrupt: " + f +
+                      " is missing");
+  std::ifstream in(dir / "trainer_state.json");
+  auto j = nlohmann::json::parse(in, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("step") || !j["step"].is_number_integer())
+    throw UserError("checkpoint " + dir.string() + ": trainer_state.json is corrupt");
+  TrainerStateRecord r;
+  r.step = j["step"].get<std::int64_t>();
+  r.epoch = j.value("epoch", 0.0);
+  r.optimizer_steps = j.value("optimizer_steps", r.step);
+  r.seed = j.value("seed", std::uint64_t(0));
+  r.world_size = j.value("world_size", 1);
+  return r;
+}
+
+void prune_checkpoints(const fs::path& output_dir, std::int64_t keep) {
+  if (keep <= 0) return;
+  auto all = list_checkpoints(output_dir);
+  for (std::size_t i = 0; i + std::size_t(keep) < all.size(); ++i) fs::remove_all(all[i].second);
+}
+
+}  // namespace loom

@@ -1,0 +1,40 @@
+// Checkpoint folders in the Hugging Face layout (model.safetensors, config.json, tokenizer
+// files) plus what resuming needs (optimizer.safetensors, trainer_state.json, the resolved
+// config). Folders are written under a temporary name and renamed when complete, so a crash or
+// Ctrl-C never leaves a half-written folder that --resume would pick up.
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <string>
+
+#include "train/adamw.hpp"
+#include "train/model_bundle.hpp"
+
+namespace loom {
+
+struct TrainerStateRecord {
+  std::int64_t step = 0;  // optimizer steps completed
+  double epoch = 0;
+  std::int64_t optimizer_steps = 0;
+  std::uint64_t seed = 0;
+  int world_size = 1;
+};
+
+// Writes `dir` atomically. `optimizer` may be null (model-only export, e.g. final/).
+// `before_commit` runs with the temporary folder, to let plugins add files.
+void write_checkpoint(const std::filesystem::path& dir, ModelBundle& bundle, const AdamW* optimizer,
+                      const TrainerStateRecord& state, const std::string& resolved_toml,
+                      const std::function<void(const std::filesystem::path&)>& before_commit);
+
+// The complete checkpoint-<N> folder with the largest N in output_dir, or "" if none.
+std::filesystem::path find_latest_checkpoint(const std::filesystem::path& output_dir);
+
+// Reads and validates trainer_state.json and checks the folder has every file resuming needs;
+// throws UserError naming the folder and what is wrong.
+TrainerStateRecord read_trainer_state(const std::filesystem::path& dir);
+
+// Deletes the oldest checkpoint-<N> folders so at most `keep` remain (keep 0: no limit).
+void prune_checkpoints(const std::filesystem::path& output_dir, std::int64_t keep);
+
+}  // namespace loom

@@ -1,0 +1,81 @@
+#include "train/model_bundle.hpp"
+
+#include "errors.hpp"
+#include "io/hf_config.hpp"
+#include "io/tensor_io.hpp"
+#include "tokenizer/byte_tokenizer.hpp"
+#include "tokenizer/tokenizer_loader.hpp"
+
+namespace loom {
+namespace fs = std::filesystem;
+
+torch::Device resolve_device(const std::string& device) {
+  if (device == "cuda") {
+    if (!torch::cuda::is_available())
+      throw UserError("device = \"cuda\" but this libtorch has no usable CUDA device");
+    return torch::kCUDA;
+  }
+  if (device == "auto" && torch::cuda::is_available()) return torch::kCUDA;
+  return torch::kCPU;
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> named_weights(LlamaForCausalLM& model) {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& kv : model->named_parameters()) out.emplace_back(kv.key(), kv.value());
+  return out;
+}
+
+ModelBundle build_model_bundle(const TrainConfig& cfg, const fs::path& weights_dir,
+                               PluginSet& plugins) {
+  ModelBundle b;
+  b.device = resolve_device(cfg.device);
+  const fs::path hf_dir = !weights_dir.empty() ? weights_dir : fs::path(cfg.base_model);
+
+  // 1. tokenizer
+  if (!weights_dir.empty()) b.tokenizer = load_tokenizer(weights_dir);
+  else if (!cfg.tokenizer.path.empty()) b.tokenizer = load_tokenizer(cfg.tokenizer.path);
+  else if (!cfg.base_model.empty()) b.tokenizer = load_tokenizer(cfg.base_model);
+  else b.tokenizer = std::make_unique<ByteTokenizer>();
+  for (const auto& [role, token] : cfg.special_tokens) b.tokenizer->add_special_token(token);
+
+  // 2. model shape
+  ModelConfig mc;
+  if (!hf_dir.empty()) {
+    if (!fs::is_directory(hf_dir))
+      throw UserError("base_model " + hf_dir.string() + ": not a folder");
+    mc = read_hf_config(hf_dir / "config.json");
+  } else {
+    mc = cfg.model;
+    if (mc.vocab_size == 0) mc.vocab_size = b.tokenizer->vocab_size();
+    if (auto bos = b.tokenizer->bos_id()) mc.bos_token_id = *bos;
+    if (auto eos = b.tokenizer->eos_id()) mc.eos_token_id = *eos;
+    if (auto pad = b.tokenizer->pad_id()) mc.pad_token_id = *pad;
+  }
+  if (mc.vocab_size < b.tokenizer->vocab_size())
+    throw UserError("model.vocab_size (" + std::to_string(mc.vocab_size) +
+                    ") is smaller than the tokenizer's vocabulary (" +
+                    std::to_string(b.tokenizer->vocab_size()) + ")");
+  if (cfg.sequence_len > mc.max_position_embeddings)
+    throw UserError(cfg.source.string() + ": sequence_len (" + std::to_string(cfg.sequence_len) +
+                    ") exceeds the model's max_position_embeddings (" +
+                    std::to_string(mc.max_position_embeddings) + ")");
+
+  // 3. weights
+  LlamaForCausalLM model(mc);
+  if (!hf_dir.empty()) {
+    LoadOptions opt;
+    if (mc.tie_word_embeddings) opt.allow_missing.insert("lm_head.weight");
+    load_into(hf_dir, named_weights(model), opt);
+  } else {
+    model->reset_parameters(cfg.seed);
+  }
+  model->set_gradient_checkpointing(cfg.gradient_checkpointing);
+  model->to(b.device);
+  b.model = std::make_unique<LlamaModelHandle>(model);
+
+  // 4. plugins may add tokens (and grow the vocabulary) now.
+  plugins.on_model_loaded(*b.model, *b.tokenizer);
+  return b;
+}
+
+}  // namespace loom

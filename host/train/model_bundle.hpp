@@ -1,0 +1,33 @@
+// The tokenizer and the model of a run, built from the config: from scratch, from a Hugging
+// Face folder (base_model), or from a loom checkpoint (resume, generate, eval). Plugins see
+// both through on_model_loaded before anything else uses them.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+
+#include "config/train_config.hpp"
+#include "model/model_handle.hpp"
+#include "plugins/plugin_set.hpp"
+#include "tokenizer/tokenizer.hpp"
+
+namespace loom {
+
+struct ModelBundle {
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<LlamaModelHandle> model;
+  torch::Device device = torch::kCPU;
+  bool cuda() const { return device.is_cuda(); }
+};
+
+torch::Device resolve_device(const std::string& device);
+
+// `weights_dir` empty: scratch or base_model as the config says; otherwise a folder holding
+// config.json, model.safetensors and a tokenizer (a checkpoint or a Hugging Face model).
+ModelBundle build_model_bundle(const TrainConfig& config, const std::filesystem::path& weights_dir,
+                               PluginSet& plugins);
+
+// HF names and tensors to save (the output matrix is omitted when tied, as transformers does).
+std::vector<std::pair<std::string, torch::Tensor>> named_weights(LlamaForCausalLM& model);
+
+}  // namespace loom

@@ -1,0 +1,334 @@
+#include "train/trainer.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <thread>
+
+#include "errors.hpp"
+#include "io/tensor_io.hpp"
+#include "train/autocast_guard.hpp"
+#include "train/causal_lm_loss.hpp"
+
+namespace loom {
+namespace fs = std::filesystem;
+
+namespace {
+
+std::atomic<int> g_stop_signal{0};
+
+extern "C" void on_stop_signal(int sig) {
+  g_stop_signal = sig;
+  // A second Ctrl-C ends the process at once; the checkpoint on disk is still complete
+  // because folders are renamed into place only when fully written.
+  std::signal(sig, SIG_DFL);
+}
+
+class StopSignalScope {
+ public:
+  StopSignalScope() {
+    g_stop_signal = 0;
+    prev_int_ = std::signal(SIGINT, on_stop_signal);
+    prev_term_ = std::signal(SIGTERM, on_stop_signal);
+  }
+  ~StopSignalScope() {
+    std::signal(SIGINT, prev_int_);
+    std::signal(SIGTERM, prev_term_);
+  }
+
+ private:
+  void (*prev_int_)(int);
+  void (*prev_term_)(int);
+};
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+}  // namespace
+
+sdk::Batch clone_batch(const sdk::Batch& b, const torch::Device& device) {
+  sdk::Batch c;
+  c.input_ids = b.input_ids.to(device, false, true);
+  c.labels = b.labels.to(device, false, true);
+  c.segment_ids = b.segment_ids.to(device, false, true);
+  c.position_ids = b.position_ids.to(device, false, true);
+  c.sample_index = b.sample_index.to(device, false, true);
+  for (const auto& [k, v] : b.extras) c.extras[k] = v.to(device, false, true);
+  return c;
+}
+
+Trainer::Trainer(TrainConfig config, PluginSet& plugins, TrainOptions options)
+    : cfg_(std::move(config)), plugins_(plugins), opt_(std::move(options)) {
+  setup();
+}
+
+void Trainer::setup() {
+  at::set_num_threads(cfg_.threads > 0 ? cfg_.threads
+                                       : int(std::max(1u, std::thread::hardware_concurrency())));
+  if (opt_.resume) {
+    resume_from_ = opt_.resume_dir.empty() ? find_latest_checkpoint(cfg_.output_dir) : opt_.resume_dir;
+    if (resume_from_.empty())
+      throw UserError("--resume: no complete checkpoint-<step> folder in " + cfg_.output_dir);
+    resumed_ = read_trainer_state(resume_from_);
+  }
+  sdk::RunInfo run;
+  run.seed = cfg_.seed;
+  run.output_dir = cfg_.output_dir;
+  run.base_model = cfg_.base_model;
+  run.sequence_len = cfg_.sequence_len;
+  run.micro_batch_size = cfg_.micro_batch_size;
+  run.gradient_accumulation_steps = cfg_.gradient_accumulation_steps;
+  run.rank = opt_.rank;
+  run.world_size = opt_.world_size;
+  run.bf16 = cfg_.bf16;
+  plugins_.configure(cfg_, run);
+  bundle_ = build_model_bundle(cfg_, resume_from_, plugins_);
+  run.device = bundle_.cuda() ? "cuda" : "cpu";
+  data_ = build_training_data(cfg_, *bundle_.tokenizer, opt_.rank, opt_.world_size);
+
+  const std::int64_t per_epoch = data_.train->windows_per_epoch();
+  total_steps_ = cfg_.max_steps > 0 ? cfg_.max_steps
+                                    : std::max<std::int64_t>(1, std::int64_t(std::ceil(cfg_.num_epochs * double(per_epoch))));
+  const std::int64_t warmup = cfg_.warmup_steps >= 0
+                                  ? cfg_.warmup_steps
+                                  : std::int64_t(std::ceil(cfg_.warmup_ratio * double(total_steps_)));
+  schedule_ = std::make_unique<LrSchedule>(cfg_.lr_scheduler, cfg_.learning_rate, warmup, total_steps_);
+  optimizer_ = std::make_unique<AdamW>(
+      named_weights(bundle_.model->model()),
+      AdamWOptions{cfg_.adam_beta1, cfg_.adam_beta2, cfg_.adam_epsilon, cfg_.weight_decay});
+  if (opt_.resume) {
+    std::map<std::string, torch::Tensor> state = load_all(resume_from_ / "optimizer.safetensors");
+    for (auto& [k, v] : state) v = v.to(bundle_.device);
+    optimizer_->load_state(state, resumed_.optimizer_steps);
+    start_step_ = resumed_.step;
+    if (start_step_ > total_steps_)
+      throw UserError("--resume: checkpoint " + resume_from_.string() + " is at step " +
+                      std::to_string(start_step_) + ", past max_steps " + std::to_string(total_steps_));
+  }
+}
+
+std::vector<torch::Tensor> Trainer::parameters() { return bundle_.model->model()->parameters(); }
+
+double Trainer::epoch_at(std::int64_t step) const {
+  return double(step) / double(data_.train->windows_per_epoch());
+}
+
+sdk::StepContext Trainer::context(std::int64_t step, bool training) const {
+  sdk::StepContext c;
+  c.step = step;
+  c.accumulation_steps = training ? cfg_.gradient_accumulation_steps : 1;
+  c.seed = cfg_.seed;
+  c.training = training;
+  c.rank = opt_.rank;
+  c.world_size = opt_.world_size;
+  return c;
+}
+
+sdk::TrainerState Trainer::state(std::int64_t step) {
+  sdk::TrainerState s;
+  s.step = step;
+  s.max_steps = total_steps_;
+  s.epoch = epoch_at(step);
+  s.rank = opt_.rank;
+  s.world_size = opt_.world_size;
+  s.output_dir = cfg_.output_dir;
+  s.model = bundle_.model.get();
+  s.tokenizer = bundle_.tokenizer.get();
+  s.last_metrics = last_metrics_;
+  return s;
+}
+
+StepOutcome Trainer::train_step(std::int64_t step) {
+  const auto t0 = std::chrono::steady_clock::now();
+  auto& model = *bundle_.model;
+  model.set_training(true);
+  sdk::StepContext ctx = context(step, true);
+
+  // 1. data for the whole window, through the plugins' batch transforms
+  std::vector<sdk::Batch> window = data_.train->window(step);
+  for (std::size_t i = 0; i < window.size(); ++i) {
+    window[i] = clone_batch(window[i], bundle_.device);
+    ctx.micro_step = std::int64_t(i);
+    plugins_.transform_batch(window[i], ctx);
+  }
+  ctx.window = window_totals(window);
+
+  // 2. forward, loss and backward per micro-batch; gradients accumulate
+  StepOutcome out;
+  for (std::size_t i = 0; i < window.size(); ++i) {
+    ctx.micro_step = std::int64_t(i);
+    const sdk::Batch& batch = window[i];
+    sdk::LossResult r;
+    {
+      AutocastGuard autocast(cfg_.bf16, bundle_.cuda());
+      sdk::AttentionSpec attention = plugins_.attention(batch, ctx);
+      sdk::ModelOutput mo = model.forward(batch.input_ids, batch.position_ids, batch.segment_ids, attention);
+      r = plugins_.owns_loss() ? plugins_.loss(mo, batch, ctx) : causal_lm_loss(mo, batch, ctx);
+    }
+    r.loss.backward();
+    out.loss += r.loss.item<double>();
+    for (const auto& [k, v] : r.metrics) out.metrics[k] += v / double(window.size());
+  }
+
+  // 3. clip, update, schedule
+  out.grad_norm = clip_grad_norm(parameters(), cfg_.max_grad_norm);
+  out.lr = schedule_->at(step);
+  optimizer_->step(out.lr);
+  optimizer_->zero_grad();
+  out.tokens = ctx.window.tokens;
+  out.seconds = seconds_since(t0);
+  return out;
+}
+
+sdk::Metrics Trainer::evaluate(std::int64_t step) {
+  sdk::Metrics result;
+  if (!data_.eval) return result;
+  auto& model = *bundle_.model;
+  model.set_training(false);
+  torch::NoGradGuard no_grad;
+  const int repeats = plugins_.eval_repeats();
+  auto batches = data_.eval->sequential_batches();
+  if (cfg_.eval_max_batches > 0 && std::int64_t(batches.size()) > cfg_.eval_max_batches)
+    batches.resize(std::size_t(cfg_.eval_max_batches));
+  double loss = 0;
+  std::int64_t n = 0;
+  sdk::Metrics sums;
+  for (const auto& source : batches) {
+    for (int r = 0; r < repeats; ++r) {
+      sdk::StepContext ctx = context(step, false);
+      ctx.repeat = r;
+      sdk::Batch batch = clone_batch(source, bundle_.device);
+      plugins_.transform_batch(batch, ctx);
+      ctx.window = window_totals({batch});
+      AutocastGuard autocast(cfg_.bf16, bundle_.cuda());
+      auto mo = model.forward(batch.input_ids, batch.position_ids, batch.segment_ids,
+                              plugins_.attention(batch, ctx));
+      auto lr = plugins_.owns_loss() ? plugins_.loss(mo, batch, ctx) : causal_lm_loss(mo, batch, ctx);
+      loss += lr.loss.item<double>();
+      for (const auto& [k, v] : lr.metrics) sums[k] += v;
+      ++n;
+    }
+  }
+  model.set_training(true);
+  if (n == 0) return result;
+  result["eval/loss"] = loss / double(n);
+  for (const auto& [k, v] : sums)
+    if (k != "loss") result["eval/" + k] = v / double(n);
+  auto s = state(step);
+  plugins_.on_evaluate(s, result);
+  return result;
+}
+
+void Trainer::save(std::int64_t step) {
+  if (opt_.rank != 0) return;
+  TrainerStateRecord rec{step, epoch_at(step), optimizer_->steps_taken(), cfg_.seed, opt_.world_size};
+  const fs::path dir = fs::path(cfg_.output_dir) / ("checkpoint-" + std::to_string(step));
+  auto s = state(step);
+  write_checkpoint(dir, bundle_, optimizer_.get(), rec, cfg_.resolved_toml,
+                   [&](const fs::path& tmp) { plugins_.on_save(s, tmp.string()); });
+  prune_checkpoints(cfg_.output_dir, cfg_.save_total_limit);
+}
+
+void Trainer::write_final() {
+  if (opt_.rank != 0) return;
+  TrainerStateRecord rec{total_steps_, epoch_at(total_steps_), optimizer_->steps_taken(), cfg_.seed,
+                         opt_.world_size};
+  write_checkpoint(fs::path(cfg_.output_dir) / "final", bundle_, nullptr, rec, cfg_.resolved_toml, {});
+}
+
+int Trainer::run() {
+  const bool main_process = opt_.rank == 0;
+  fs::create_directories(cfg_.output_dir);
+  if (main_process) log_ = std::make_unique<MetricsLog>(cfg_.output_dir, opt_.resume ? start_step_ : -1);
+  std::int64_t params = 0;
+  for (const auto& p : parameters()) params += p.numel();
+  if (main_process) {
+    spdlog::info("model: {} layers, hidden {}, {} heads ({} kv), vocab {}, {:.2f}M parameters, on {}",
+                 bundle_.model->model()->config().num_hidden_layers, bundle_.model->hidden_size(),
+                 bundle_.model->model()->config().num_attention_heads,
+                 bundle_.model->model()->config().num_key_value_heads, bundle_.model->vocab_size(),
+                 double(params) / 1e6, bundle_.cuda() ? "cuda" : "cpu");
+    spdlog::info("{}", data_.summary());
+    spdlog::info("training {} steps ({} per epoch), global batch {} rows x {} tokens{}",
+                 total_steps_, data_.train->windows_per_epoch(),
+                 cfg_.micro_batch_size * cfg_.gradient_accumulation_steps * opt_.world_size,
+                 cfg_.sequence_len,
+                 opt_.resume ? ", resuming from " + resume_from_.string() : std::string());
+  }
+  StopSignalScope signals;
+  ProgressBar bar(start_step_, total_steps_, opt_.progress && main_process);
+  {
+    auto s = state(start_step_);
+    plugins_.on_train_begin(s);
+  }
+  // Averages over the steps since the last log line.
+  double acc_loss = 0, acc_norm = 0, acc_secs = 0;
+  std::int64_t acc_tokens = 0, acc_n = 0;
+  sdk::Metrics acc_metrics;
+  bool evaluated_last = false;
+  for (std::int64_t step = start_step_; step < total_steps_; ++step) {
+    StepOutcome o = train_step(step);
+    const std::int64_t done = step + 1;
+    acc_loss += o.loss, acc_norm += o.grad_norm, acc_secs += o.seconds, acc_tokens += o.tokens, ++acc_n;
+    for (const auto& [k, v] : o.metrics) acc_metrics[k] += v;
+    const bool log_now = done % cfg_.logging_steps == 0 || done == total_steps_;
+    const double tps = double(acc_tokens) / std::max(1e-9, acc_secs);
+    bar.update(done, acc_loss / double(acc_n), o.lr, tps, log_now);
+    if (log_now) {
+      sdk::Metrics m;
+      m["train/loss"] = acc_loss / double(acc_n);
+      m["train/lr"] = o.lr;
+      m["train/grad_norm"] = acc_norm / double(acc_n);
+      m["train/tokens_per_s"] = tps;
+      for (const auto& [k, v] : acc_metrics)
+        if (k != "loss") m["train/" + k] = v / double(acc_n);
+      if (log_) log_->write(done, epoch_at(done), m);
+      for (const auto& [k, v] : m) last_metrics_[k] = v;
+      acc_loss = acc_norm = acc_secs = 0, acc_tokens = acc_n = 0;
+      acc_metrics.clear();
+    }
+    {
+      auto s = state(done);
+      plugins_.on_step_end(s);
+    }
+    evaluated_last = false;
+    if (data_.eval && cfg_.eval_steps > 0 && done % cfg_.eval_steps == 0) {
+      auto m = evaluate(done);
+      if (log_) log_->write(done, epoch_at(done), m);
+      for (const auto& [k, v] : m) last_metrics_[k] = v;
+      if (main_process) bar.message("eval at step " + std::to_string(done) + ": loss " + std::to_string(m["eval/loss"]));
+      evaluated_last = true;
+    }
+    if (g_stop_signal) {
+      save(done);
+      bar.finish();
+      if (main_process)
+        spdlog::warn("interrupted: saved {}/checkpoint-{}; continue with --resume", cfg_.output_dir, done);
+      return 130;
+    }
+    if (cfg_.save_steps > 0 && done % cfg_.save_steps == 0 && done != total_steps_) save(done);
+  }
+  bar.finish();
+  if (data_.eval && !evaluated_last) {
+    auto m = evaluate(total_steps_);
+    if (log_) log_->write(total_steps_, epoch_at(total_steps_), m);
+    for (const auto& [k, v] : m) last_metrics_[k] = v;
+    if (main_process) spdlog::info("eval at step {}: loss {:.4f}", total_steps_, m["eval/loss"]);
+  }
+  save(total_steps_);
+  write_final();
+  {
+    auto s = state(total_steps_);
+    plugins_.on_train_end(s);
+  }
+  if (main_process)
+    spdlog::info("done: {}/final (Hugging Face folder), metrics in {}/metrics.jsonl", cfg_.output_dir,
+                 cfg_.output_dir);
+  return 0;
+}
+
+}  // namespace loom

@@ -1,0 +1,79 @@
+// The training loop. One optimizer step reads like the data flow:
+//   window of micro-batches -> plugin batch transforms -> attention -> forward -> loss
+//   -> backward (per micro-batch) -> clip -> AdamW -> LR schedule -> log / eval / save / callbacks
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+
+#include "config/train_config.hpp"
+#include "data/training_data.hpp"
+#include "plugins/plugin_set.hpp"
+#include "train/adamw.hpp"
+#include "train/checkpoint.hpp"
+#include "train/lr_schedule.hpp"
+#include "train/metrics_log.hpp"
+#include "train/model_bundle.hpp"
+#include "train/progress_bar.hpp"
+
+namespace loom {
+
+struct TrainOptions {
+  bool resume = false;
+  std::filesystem::path resume_dir;  // empty with resume: the latest complete checkpoint
+  int rank = 0;
+  int world_size = 1;
+  bool progress = true;
+};
+
+// Per-step outcome, averaged over the accumulation window.
+struct StepOutcome {
+  double loss = 0;
+  double grad_norm = 0;
+  double lr = 0;
+  double seconds = 0;
+  std::int64_t tokens = 0;
+  sdk::Metrics metrics;
+};
+
+class Trainer {
+ public:
+  Trainer(TrainConfig config, PluginSet& plugins, TrainOptions options);
+  // Trains to the end (0) or until interrupted by SIGINT/SIGTERM, after saving a checkpoint
+  // to resume from (130).
+  int run();
+
+  // Exposed for tests and `trainer bench`.
+  StepOutcome train_step(std::int64_t step);
+  sdk::Metrics evaluate(std::int64_t step);
+  ModelBundle& bundle() { return bundle_; }
+  std::int64_t total_steps() const { return total_steps_; }
+
+ private:
+  void setup();
+  void save(std::int64_t step);
+  void write_final();
+  sdk::StepContext context(std::int64_t step, bool training) const;
+  sdk::TrainerState state(std::int64_t step);
+  double epoch_at(std::int64_t step) const;
+  std::vector<torch::Tensor> parameters();
+
+  TrainConfig cfg_;
+  PluginSet& plugins_;
+  TrainOptions opt_;
+  std::filesystem::path resume_from_;
+  TrainerStateRecord resumed_;
+  ModelBundle bundle_;
+  TrainingData data_;
+  std::unique_ptr<AdamW> optimizer_;
+  std::unique_ptr<LrSchedule> schedule_;
+  std::unique_ptr<MetricsLog> log_;
+  std::int64_t start_step_ = 0, total_steps_ = 0;
+  sdk::Metrics last_metrics_;
+};
+
+// Copies every tensor of a batch (transforms may rewrite tensors in place).
+sdk::Batch clone_batch(const sdk::Batch& b, const torch::Device& device);
+
+}  // namespace loom

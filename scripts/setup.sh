@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the Debian packages loom needs (only those missing), then configures and builds.
+# Usage: scripts/setup.sh            (build folder: ./build, or $LOOM_BUILD_DIR)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  build-essential cmake ninja-build ccache pkg-config
+  libtorch-dev        # libtorch 1.13 (CPU)
+  libgloo-dev         # headers that libtorch's c10d headers include
+  libopenblas0-openmp # fast BLAS for libtorch: without it, matmuls are ~20x slower
+  libtomlplusplus-dev libspdlog-dev libboost-dev libgtest-dev nlohmann-json3-dev
+  libcli11-dev libpcre2-dev
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+build="${LOOM_BUILD_DIR:-build}"
+# Precompiled headers and ccache together need these (see ccache's manual, "Precompiled headers").
+export CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE="${LOOM_BUILD_TYPE:-RelWithDebInfo}" >/dev/null
+cmake --build "$build" -j "$(nproc)"

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up, build, and run the whole test suite (unit + end-to-end) with CTest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+build="${LOOM_BUILD_DIR:-build}"
+# One thread per test process: tests run two at a time on a 2-core machine.
+export OMP_NUM_THREADS=1
+ctest --test-dir "$build" --output-on-failure -j "$(nproc)" "$@"

@@ -1,0 +1,98 @@
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+
+#include "config/config_loader.hpp"
+#include "errors.hpp"
+#include "plugins/plugin_library.hpp"
+#include "plugins/plugin_search_path.hpp"
+#include "plugins/plugin_set.hpp"
+#include "support/process.hpp"
+
+namespace loom {
+namespace {
+namespace fs = std::filesystem;
+
+fs::path fixture(const std::string& kind) {
+  return fs::path(LOOM_FIXTURE_DIR) / ("libfixture_" + kind + ".so");
+}
+
+template <class Fn>
+std::string error_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const UserError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(PluginLibrary, LoadsAPluginAndReadsItsHandshake) {
+  auto lib = PluginLibrary::load(fixture("plain"));
+  EXPECT_EQ(lib->info().name, "plain");
+  EXPECT_EQ(lib->info().abi_major, LOOM_SDK_ABI_MAJOR);
+  auto plugin = lib->create();
+  lib.reset();  // the object keeps its library alive
+  EXPECT_EQ(plugin->info().name, "plain");
+  EXPECT_EQ(plugin->config_schema().size(), 1u);
+}
+
+TEST(PluginLibrary, RefusesOtherAbiNamingFileAndBothVersions) {
+  auto msg = error_of([] { PluginLibrary::load(fixture("bad_abi")); });
+  EXPECT_NE(msg.find(fixture("bad_abi").string()), std::string::npos) << msg;
+  EXPECT_NE(msg.find("ABI 99.0"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("ABI " + std::to_string(LOOM_SDK_ABI_MAJOR) + "." + std::to_string(LOOM_SDK_ABI_MINOR)),
+            std::string::npos)
+      << msg;
+}
+
+TEST(PluginLibrary, RefusesFilesThatAreNotLoomPlugins) {
+  auto dir = test::fresh_dir("not-plugins");
+  EXPECT_NE(error_of([&] { PluginLibrary::load(dir / "missing.so"); }).find("file not found"), std::string::npos);
+  test::write_file(dir / "libtext.so", "this is not a shared library\n");
+  EXPECT_NE(error_of([&] { PluginLibrary::load(dir / "libtext.so"); }).find("cannot be loaded as a shared library"),
+            std::string::npos);
+  // A real shared library without the loom entry points: the trainer's own dependency.
+  fs::path libz;
+  for (const char* p : {"/usr/lib/x86_64-linux-gnu/libz.so.1", "/lib/x86_64-linux-gnu/libz.so.1", "/usr/lib64/libz.so.1"})
+    if (fs::exists(p)) libz = p;
+  if (!libz.empty())
+    EXPECT_NE(error_of([&] { PluginLibrary::load(libz); }).find("not a loom plugin"), std::string::npos);
+}
+
+TEST(PluginSearchPath, ResolvesNamesThroughLoomPluginPath) {
+  setenv("LOOM_PLUGIN_PATH", ("/nonexistent:" + std::string(LOOM_FIXTURE_DIR)).c_str(), 1);
+  EXPECT_EQ(resolve_plugin("fixture_plain"), fixture("plain").lexically_normal());
+  EXPECT_EQ(resolve_plugin("libfixture_plain.so"), fixture("plain").lexically_normal());
+  auto msg = error_of([] { resolve_plugin("no_such_plugin"); });
+  EXPECT_NE(msg.find("plugin 'no_such_plugin' not found"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(LOOM_FIXTURE_DIR), std::string::npos) << msg;
+  unsetenv("LOOM_PLUGIN_PATH");
+}
+
+TEST(PluginSet, TwoLossOwnersAreAConfigError) {
+  auto msg = error_of([] { PluginSet::load({fixture("loss_a").string(), fixture("loss_b").string()}); });
+  EXPECT_NE(msg.find("'loss_a' and 'loss_b' both provide the loss"), std::string::npos) << msg;
+}
+
+TEST(PluginSet, HookExceptionsNameThePluginAndTheHook) {
+  auto set = PluginSet::load({fixture("thrower").string()});
+  sdk::Batch b;
+  auto msg = error_of([&] { set.transform_batch(b, {}); });
+  EXPECT_EQ(msg, "plugin 'thrower' failed in hook transform_batch: boom");
+}
+
+TEST(PluginSet, ValidatesPluginTablesAndRejectsOrphanTables) {
+  auto set = PluginSet::load({fixture("plain").string()});
+  auto cfg = parse_train_config("[plain]\nscale = -1.0\n", "c.toml");
+  EXPECT_NE(error_of([&] { set.configure(cfg, {}); }).find("plain.scale = -1 is out of range"), std::string::npos);
+  cfg = parse_train_config("[plian]\nscale = 2.0\n", "c.toml");
+  auto msg = error_of([&] { set.configure(cfg, {}); });
+  EXPECT_NE(msg.find("table [plian] belongs to no loaded plugin"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("did you mean [plain]"), std::string::npos) << msg;
+  cfg = parse_train_config("[plain]\nscale = 2.0\n", "c.toml");
+  EXPECT_NO_THROW(set.configure(cfg, {}));
+}
+
+}  // namespace
+}  // namespace loom
