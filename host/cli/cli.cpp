@@ -36,6 +36,8 @@ int dispatch(int argc, char** argv) {
                 "resume from a checkpoint folder (alone: the latest complete one in output_dir)")
       ->expected(0, 1);
   t->add_flag("!--no-progress", train.progress, "no progress bar");
+  t->add_option("--nproc", train.nproc, "spawn N local ranks (data-parallel training)")
+      ->check(CLI::Range(1, 1024));
 
   CommonOptions check;
   auto* c = app.add_subcommand("check", "validate a config (and its plugins) without training");
@@ -72,6 +74,12 @@ int dispatch(int argc, char** argv) {
   k->add_option("--text", tok.text, "text to tokenize (default: JSON lines on stdin)");
   k->add_flag("--add-special", tok.add_special, "apply the post-processor (e.g. add BOS)");
 
+  BenchArgs bench;
+  auto* bn = app.add_subcommand("bench", "time full optimizer steps on random tokens (JSON)");
+  add_common(bn, bench.common);
+  bn->add_option("--steps", bench.steps, "timed steps")->check(CLI::Range(1, 1000000));
+  bn->add_option("--warmup", bench.warmup, "untimed steps first")->check(CLI::Range(0, 1000000));
+
   // `trainer --config X` (no command) means `trainer train --config X`.
   std::vector<std::string> args(argv + 1, argv + argc);
   static const std::set<std::string> commands = {"train", "check", "plugins", "generate",
@@ -91,6 +99,7 @@ int dispatch(int argc, char** argv) {
   if (*g) return run_generate(gen);
   if (*e) return run_eval(ev);
   if (*k) return run_tokenize(tok);
+  if (*bn) return run_bench(bench);
   return 2;
 }
 

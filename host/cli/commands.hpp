@@ -54,4 +54,11 @@ struct TokenizeArgs {
 };
 int run_tokenize(const TokenizeArgs& args);
 
+struct BenchArgs {
+  CommonOptions common;
+  std::int64_t steps = 10;
+  std::int64_t warmup = 2;
+};
+int run_bench(const BenchArgs& args);
+
 }  // namespace loom
