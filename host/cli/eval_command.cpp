@@ -82,7 +82,7 @@ int run_eval(const EvalArgs& a) {
   nlohmann::json j;
   j["checkpoint"] = ckpt.string();
   j["data"] = a.data;
-  j["objective"] = plugins.owns_loss() ? plugins.plugins().front().name : "causal";
+  j["objective"] = plugins.owns_loss() ? plugins.loss_owner()->name : "causal";
   j[plugins.owns_loss() ? "nll_bound_per_token" : "nll_per_token"] = mean;
   j["stderr"] = se;
   if (!plugins.owns_loss()) j["perplexity"] = std::exp(mean);

@@ -47,7 +47,11 @@ int run_plugins(const CommonOptions& args) {
         std::string range;
         if (k.min || k.max) {
           std::ostringstream r;
-          r << " [" << (k.min ? std::to_string(*k.min) : "") << ".." << (k.max ? std::to_string(*k.max) : "") << "]";
+          r << " [";
+          if (k.min) r << *k.min;
+          r << "..";
+          if (k.max) r << *k.max;
+          r << "]";
           range = r.str();
         }
         std::string choices;

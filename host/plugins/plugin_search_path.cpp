@@ -1,5 +1,6 @@
 #include "plugins/plugin_search_path.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <set>
 #include <unistd.h>
@@ -38,7 +39,12 @@ std::vector<fs::path> plugin_search_dirs() {
   }
   dirs.emplace_back(LOOM_BUILD_PLUGIN_DIR);
   dirs.emplace_back(LOOM_INSTALL_PLUGIN_DIR);
-  return dirs;
+  std::vector<fs::path> unique;
+  for (auto& d : dirs) {
+    auto n = d.lexically_normal();
+    if (std::find(unique.begin(), unique.end(), n) == unique.end()) unique.push_back(n);
+  }
+  return unique;
 }
 
 fs::path resolve_plugin(const std::string& name) {

@@ -39,6 +39,7 @@ class PluginSet {
   void transform_batch(sdk::Batch& batch, const sdk::StepContext& ctx);
   sdk::AttentionSpec attention(const sdk::Batch& batch, const sdk::StepContext& ctx);
   bool owns_loss() const { return loss_owner_ != nullptr; }
+  const LoadedPlugin* loss_owner() const { return loss_owner_; }
   sdk::LossResult loss(const sdk::ModelOutput& out, const sdk::Batch& batch,
                        const sdk::StepContext& ctx);
   int eval_repeats();

@@ -15,16 +15,17 @@ std::string format_duration(double s) {
   return buf;
 }
 
-ProgressBar::ProgressBar(std::int64_t first_step, std::int64_t total_steps, bool enabled)
+ProgressBar::ProgressBar(std::int64_t first_step, std::int64_t total_steps, bool interactive,
+                         bool silent)
     : first_(first_step),
       total_(total_steps),
-      enabled_(enabled),
-      tty_(isatty(fileno(stdout)) != 0),
+      silent_(silent),
+      tty_(interactive && isatty(fileno(stdout)) != 0),
       start_(std::chrono::steady_clock::now()) {}
 
 void ProgressBar::update(std::int64_t step, double loss, double lr, double tokens_per_s,
                          bool log_line) {
-  if (!enabled_ || (!tty_ && !log_line)) return;
+  if (silent_ || (!tty_ && !log_line)) return;
   const double elapsed =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   const double done = double(step - first_);
@@ -48,6 +49,7 @@ void ProgressBar::update(std::int64_t step, double loss, double lr, double token
 }
 
 void ProgressBar::message(const std::string& text) {
+  if (silent_) return;
   if (tty_ && drawn_) std::printf("\r\033[2K");
   std::printf("%s\n", text.c_str());
   drawn_ = false;

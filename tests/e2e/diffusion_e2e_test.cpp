@@ -1,0 +1,110 @@
+// End-to-end: the diffusion plugin loaded into the real trainer, then generate and eval on the
+// checkpoint it wrote.
+#include <gtest/gtest.h>
+
+#include "e2e/tiny_run.hpp"
+
+namespace loom::test {
+namespace {
+namespace fs = std::filesystem;
+
+const std::string kPlugin = std::string(LOOM_BINARY_DIR) + "/plugins/libdiffusion.so";
+
+std::string diffusion_config(const fs::path& out, int steps) {
+  // Wider than the causal tiny run: masked-token prediction needs a little more model.
+  auto c = tiny_config(out, steps, "val_set_size = 0.05\neval_steps = " + std::to_string(steps) +
+                                       "\neval_max_batches = 2\nsave_steps = 0\n");
+  c.replace(c.find("hidden_size = 32"), 16, "hidden_size = 64");
+  c.replace(c.find("intermediate_size = 64"), 22, "intermediate_size = 128");
+  c.replace(c.find("num_hidden_layers = 1"), 21, "num_hidden_layers = 2");
+  return c + "\n[diffusion]\nmin_mask_ratio = 0.0\nmax_mask_ratio = 1.0\ngeneration_interval = " +
+         std::to_string(steps) + "\nnum_generation_samples = 1\ngeneration_steps = 8\n"
+         "generation_max_length = 16\n";
+}
+
+// One trained checkpoint shared by the tests below (training is the slow part).
+const fs::path& trained() {
+  static const fs::path dir = [] {
+    auto d = fresh_dir("diffusion");
+    write_file(d / "cfg.toml", diffusion_config(d / "out", 150));
+    auto r = run_trainer({"--config", (d / "cfg.toml").string(), "--plugin", kPlugin, "--no-progress"});
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    return d;
+  }();
+  return dir;
+}
+
+TEST(DiffusionE2E, LearnsToFillMasksWellAboveChance) {
+  const auto& d = trained();
+  auto rows = read_metrics(d / "out");
+  ASSERT_FALSE(rows.empty());
+  const auto& first = rows.front();
+  double eval_acc = -1;
+  for (const auto& r : rows)
+    if (r.contains("eval/accuracy")) eval_acc = r["eval/accuracy"].get<double>();
+  for (const char* k : {"train/accuracy", "train/mask_ratio", "train/num_masked_tokens", "train/avg_p_mask",
+                        "train/ce_loss", "train/importance_weight_avg"})
+    EXPECT_TRUE(first.contains(k)) << k << " in " << first.dump();
+  // 260 byte-level tokens: chance is under 1%, the most frequent byte (space) about 18%.
+  EXPECT_LT(first["train/accuracy"].get<double>(), 0.2);
+  EXPECT_GT(eval_acc, 0.35) << "eval accuracy after 150 steps";
+  // Samples were generated and logged, and the mask token was saved with the tokenizer.
+  auto samples = read_file(d / "out" / "samples.jsonl");
+  for (const char* k : {"\"step\"", "\"original\"", "\"masked\"", "\"generated\"", "\"mask_ratio\"", "\"accuracy\""})
+    EXPECT_NE(samples.find(k), std::string::npos) << k;
+  EXPECT_NE(read_file(d / "out" / "final" / "tokenizer.json").find("<|diffusion_mask|>"), std::string::npos);
+}
+
+TEST(DiffusionE2E, GenerateIsDeterministicForASeed) {
+  const auto ckpt = (trained() / "out" / "final").string();
+  std::vector<std::string> args = {"generate", "--checkpoint", ckpt, "--plugin", kPlugin,
+                                   "--prompt", "Ada went to", "--complete", "16", "--steps", "8",
+                                   "--temperature", "0.7", "--seed", "5"};
+  auto a = run_trainer(args), b = run_trainer(args);
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  EXPECT_EQ(a.output, b.output);
+  EXPECT_NE(a.output.find("Ada went to"), std::string::npos) << a.output;
+  EXPECT_EQ(a.output.find("[MASK]", a.output.find("Generated")), std::string::npos)
+      << "everything is revealed by the last step:\n" << a.output;
+}
+
+TEST(DiffusionE2E, EvalReportsTheBoundWithItsStandardError) {
+  const auto& d = trained();
+  write_file(d / "eval.jsonl", "{\"text\": \"Ada went to the park with three red apples.\"}\n"
+                               "{\"text\": \"Ben gave two blue cups to Cleo.\"}\n");
+  auto r = run_trainer({"eval", "--checkpoint", (d / "out" / "final").string(), "--plugin", kPlugin,
+                        "--data", (d / "eval.jsonl").string(), "--mc-samples", "8"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto j = nlohmann::json::parse(r.output.substr(r.output.find('{')));
+  EXPECT_GT(j["nll_bound_per_token"].get<double>(), 0.0);
+  EXPECT_GT(j["stderr"].get<double>(), 0.0);
+  EXPECT_EQ(j["mc_samples"], 8);
+}
+
+TEST(DiffusionE2E, GenerateRefusesACheckpointWithoutAMaskToken) {
+  auto d = fresh_dir("diffusion-causal-ckpt");
+  write_file(d / "cfg.toml", tiny_config(d / "out", 2));
+  ASSERT_EQ(run_trainer({"--config", (d / "cfg.toml").string(), "--no-progress"}).exit_code, 0);
+  auto r = run_trainer({"generate", "--checkpoint", (d / "out" / "final").string(), "--plugin", kPlugin,
+                        "--prompt", "x", "--complete", "4"});
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("mask"), std::string::npos) << r.output;
+}
+
+TEST(DiffusionE2E, BadDiffusionKeysNameTheKey) {
+  auto d = fresh_dir("diffusion-bad");
+  for (auto [table, needle] : std::vector<std::pair<std::string, std::string>>{
+           {"min_mask_ratio = 0.8\nmax_mask_ratio = 0.2\n", "min_mask_ratio"},
+           {"eps = 2.0\n", "eps"},
+           {"generation_steps = 0\n", "generation_steps"},
+           {"mask_token_id = 100000\n", "mask_token_id"}}) {
+    write_file(d / "cfg.toml", tiny_config(d / "out", 2) + "\n[diffusion]\n" + table);
+    auto r = run_trainer({"--config", (d / "cfg.toml").string(), "--plugin", kPlugin, "--no-progress"});
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_NE(r.output.find(needle), std::string::npos) << r.output;
+    EXPECT_FALSE(fs::exists(d / "out" / "final"));
+  }
+}
+
+}  // namespace
+}  // namespace loom::test
