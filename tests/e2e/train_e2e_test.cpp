@@ -36,6 +36,19 @@ TEST(TrainE2E, LossFallsAndAHuggingFaceFolderIsWritten) {
   EXPECT_EQ(config["hidden_size"], 32);
 }
 
+TEST(TrainE2E, Bf16AutocastWithGradientCheckpointingTrains) {
+  auto dir = fresh_dir("bf16");
+  write_file(dir / "cfg.toml", tiny_config(dir / "out", 40, "bf16 = true\ngradient_checkpointing = true\n"));
+  auto r = run_trainer({"--config", (dir / "cfg.toml").string(), "--no-progress"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto losses = train_losses(dir / "out");
+  ASSERT_EQ(losses.size(), 40u);
+  EXPECT_LT(losses[40], losses[1] * 0.7) << "first " << losses[1] << " last " << losses[40];
+  // Weights stay fp32 on disk whatever the compute dtype.
+  auto config = nlohmann::json::parse(read_file(dir / "out" / "final" / "config.json"));
+  EXPECT_EQ(config["torch_dtype"], "float32");
+}
+
 TEST(TrainE2E, ResumeContinuesExactlyAsAnUninterruptedRun) {
   auto dir = fresh_dir("resume");
   // Run A: 16 steps straight through, with a checkpoint at step 8.
