@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <set>
 
 #include "cli/commands.hpp"
@@ -58,6 +59,7 @@ int dispatch(int argc, char** argv) {
   g->add_option("--temperature", gen.temperature, "0 = deterministic");
   g->add_option("--block-length", gen.block_length, "semi-autoregressive block length");
   g->add_option("--seed", gen.seed, "random seed");
+  g->add_flag("--profile", gen.profile, "print timings (model forward vs the rest) as JSON on stderr");
 
   EvalArgs ev;
   auto* e = app.add_subcommand("eval", "evaluate a checkpoint on a data file (JSON on stdout)");
@@ -79,6 +81,7 @@ int dispatch(int argc, char** argv) {
   add_common(bn, bench.common);
   bn->add_option("--steps", bench.steps, "timed steps")->check(CLI::Range(1, 1000000));
   bn->add_option("--warmup", bench.warmup, "untimed steps first")->check(CLI::Range(0, 1000000));
+  bn->add_option("--profile", bench.profile, "write a Chrome trace of the timed steps to FILE");
 
   // `trainer --config X` (no command) means `trainer train --config X`.
   std::vector<std::string> args(argv + 1, argv + argc);
@@ -86,6 +89,7 @@ int dispatch(int argc, char** argv) {
                                                  "eval", "tokenize", "bench"};
   const bool help = !args.empty() && (args[0] == "-h" || args[0] == "--help" || args[0] == "--version");
   if (!help && (args.empty() || !commands.count(args[0]))) args.insert(args.begin(), "train");
+  train.command_line = args;
   std::reverse(args.begin(), args.end());
   try {
     app.parse(args);
@@ -107,17 +111,22 @@ int dispatch(int argc, char** argv) {
 
 int run_cli(int argc, char** argv) {
   spdlog::set_pattern("[%H:%M:%S] %v");
+  // In a data-parallel job every rank reports its own errors; say which one speaks.
+  std::string who;
+  const char* rank = std::getenv("RANK");
+  const char* world = std::getenv("WORLD_SIZE");
+  if (rank && world && std::atoi(world) > 1) who = std::string("[rank ") + rank + "] ";
   try {
     return dispatch(argc, argv);
   } catch (const UserError& e) {
     std::fflush(stdout);
-    std::fprintf(stderr, "error: %s\n", e.what());
+    std::fprintf(stderr, "error: %s%s\n", who.c_str(), e.what());
   } catch (const c10::Error& e) {
     std::fflush(stdout);
-    std::fprintf(stderr, "error: %s\n", e.what_without_backtrace());
+    std::fprintf(stderr, "error: %s%s\n", who.c_str(), e.what_without_backtrace());
   } catch (const std::exception& e) {
     std::fflush(stdout);
-    std::fprintf(stderr, "internal error: %s\n", e.what());
+    std::fprintf(stderr, "internal error: %s%s\n", who.c_str(), e.what());
   }
   return 1;
 }

@@ -18,7 +18,8 @@ struct TrainArgs {
   bool resume = false;
   std::string resume_dir;
   bool progress = true;
-  int nproc = 1;
+  int nproc = 1;  // > 1: spawn this many local ranks (see distributed/local_launcher.hpp)
+  std::vector<std::string> command_line;  // the arguments as given, for the ranks to re-run
 };
 int run_train(const TrainArgs& args);
 int run_check(const CommonOptions& args);
@@ -34,6 +35,7 @@ struct GenerateArgs {
   double temperature = 0;
   std::int64_t block_length = 0;
   std::uint64_t seed = 0;
+  bool profile = false;  // print timings (model forward vs the rest) as JSON on stderr
 };
 int run_generate(const GenerateArgs& args);
 
@@ -58,6 +60,7 @@ struct BenchArgs {
   CommonOptions common;
   std::int64_t steps = 10;
   std::int64_t warmup = 2;
+  std::string profile;  // write a Chrome trace of the timed steps (libtorch's profiler) here
 };
 int run_bench(const BenchArgs& args);
 

@@ -5,18 +5,47 @@
 
 #include "cli/command_setup.hpp"
 #include "cli/commands.hpp"
+#include "distributed/launch_environment.hpp"
+#include "distributed/local_launcher.hpp"
+#include "distributed/process_group.hpp"
 #include "errors.hpp"
 #include "train/trainer.hpp"
 
 namespace loom {
 
 int run_train(const TrainArgs& args) {
+  const LaunchEnvironment env = LaunchEnvironment::from_environment();
+  if (args.nproc > 1) {
+    if (env.distributed())
+      throw UserError("--nproc " + std::to_string(args.nproc) +
+                      ": this process already is rank " + std::to_string(env.rank) +
+                      " of WORLD_SIZE=" + std::to_string(env.world_size) +
+                      " (torchrun or srun started the ranks); drop --nproc");
+    config_for(args.common);  // a config error is reported once, not by every rank
+    return LocalLauncher(args.nproc, args.command_line).run();
+  }
   TrainConfig cfg = config_for(args.common);
   PluginSet plugins = plugins_for(args.common, cfg);
   TrainOptions opt;
   opt.resume = args.resume;
   opt.resume_dir = args.resume_dir;
   opt.progress = args.progress;
+  opt.rank = env.rank;
+  opt.world_size = env.world_size;
+  opt.local_world_size = env.local_world_size;
+  if (env.distributed()) {
+    // One GPU per rank: LOCAL_RANK picks it.
+    torch::Device device = resolve_device(cfg.device);
+    if (device.is_cuda()) {
+      cfg.device = "cuda:" + std::to_string(env.local_rank);
+      device = resolve_device(cfg.device);
+    }
+    ProcessGroupOptions po;
+    po.backend = cfg.distributed_backend;
+    po.timeout = std::chrono::milliseconds(std::int64_t(cfg.distributed_timeout_s * 1000.0));
+    po.device = device;
+    opt.group = std::make_shared<ProcessGroup>(env, po);
+  }
   Trainer trainer(cfg, plugins, opt);
   return trainer.run();
 }

@@ -281,6 +281,8 @@ TrainConfig parse_train_config(const std::string& toml_text, const std::string& 
   r.read("special_tokens", c.special_tokens);
   r.read("threads", c.threads, 0, 1024);
   r.read("device", c.device, {"auto", "cpu", "cuda"});
+  r.read("distributed_backend", c.distributed_backend, {"auto", "gloo", "nccl"});
+  r.read("distributed_timeout_s", c.distributed_timeout_s, 0.0, 1e7, true);
   r.also_known("datasets");
   for (const auto& t : kHostTables) r.also_known(t.c_str());
   if (c.optimizer != "adamw") c.optimizer = "adamw";  // Axolotl's spellings of the same thing

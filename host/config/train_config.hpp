@@ -67,8 +67,12 @@ struct TrainConfig {
   TokenizerConfig tokenizer;
   std::vector<DatasetConfig> datasets;
 
-  int threads = 0;  // 0: all cores
+  int threads = 0;  // 0: all cores (divided among the ranks on this machine)
   std::string device = "auto";  // auto | cpu | cuda
+
+  // Data-parallel runs (several ranks; see docs/distributed.md).
+  std::string distributed_backend = "auto";  // auto | gloo | nccl (auto: nccl on CUDA, if built)
+  double distributed_timeout_s = 1800;  // a rank waiting longer than this for another gives up
 
   // Plugin tables ([diffusion], ...) as given; validated against each plugin's schema once
   // the plugins are loaded (validate_plugin_section).

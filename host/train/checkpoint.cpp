@@ -69,6 +69,7 @@ void write_checkpoint(const fs::path& dir, ModelBundle& bundle, const AdamW* opt
     j["optimizer_steps"] = state.optimizer_steps;
     j["seed"] = state.seed;
     j["world_size"] = state.world_size;
+    j["global_batch_rows"] = state.global_batch_rows;
     j["loom_version"] = LOOM_VERSION;
     j["sdk_abi"] = std::to_string(LOOM_SDK_ABI_MAJOR) + "." + std::to_string(LOOM_SDK_ABI_MINOR);
     std::ofstream(tmp / "trainer_state.json") << j.dump(2) << "\n";
@@ -104,6 +105,7 @@ TrainerStateRecord read_trainer_state(const fs::path& dir) {
   r.optimizer_steps = j.value("optimizer_steps", r.step);
   r.seed = j.value("seed", std::uint64_t(0));
   r.world_size = j.value("world_size", 1);
+  r.global_batch_rows = j.value("global_batch_rows", std::int64_t(0));
   return r;
 }
 

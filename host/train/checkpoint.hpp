@@ -19,6 +19,9 @@ struct TrainerStateRecord {
   std::int64_t optimizer_steps = 0;
   std::uint64_t seed = 0;
   int world_size = 1;
+  // micro_batch_size x gradient_accumulation_steps x world_size: the rows of one optimizer
+  // step. Resuming with the same global batch (whatever the world size) continues exactly.
+  std::int64_t global_batch_rows = 0;  // 0: not recorded (older checkpoints)
 };
 
 // Writes `dir` atomically. `optimizer` may be null (model-only export, e.g. final/).

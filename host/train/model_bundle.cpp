@@ -10,6 +10,11 @@ namespace loom {
 namespace fs = std::filesystem;
 
 torch::Device resolve_device(const std::string& device) {
+  if (device.rfind("cuda:", 0) == 0) {  // set by the trainer for data-parallel ranks
+    if (!torch::cuda::is_available())
+      throw UserError("device = \"cuda\" but this libtorch has no usable CUDA device");
+    return torch::Device(device);
+  }
   if (device == "cuda") {
     if (!torch::cuda::is_available())
       throw UserError("device = \"cuda\" but this libtorch has no usable CUDA device");

@@ -8,6 +8,8 @@
 #include <csignal>
 #include <thread>
 
+#include "distributed/fault_injection.hpp"
+#include "distributed/process_group.hpp"
 #include "errors.hpp"
 #include "io/tensor_io.hpp"
 #include "train/autocast_guard.hpp"
@@ -44,6 +46,9 @@ class StopSignalScope {
   void (*prev_term_)(int);
 };
 
+// Values the ranks sum alongside the metrics (a plugin metric cannot be named like this).
+const std::string kLossKey = "loom:loss", kStopKey = "loom:stop", kCountKey = "loom:count";
+
 double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
@@ -67,10 +72,21 @@ Trainer::Trainer(TrainConfig config, PluginSet& plugins, TrainOptions options)
 }
 
 void Trainer::setup() {
-  at::set_num_threads(cfg_.threads > 0 ? cfg_.threads
-                                       : int(std::max(1u, std::thread::hardware_concurrency())));
+  if (opt_.group) {
+    dp_ = DataParallel(opt_.group);
+    opt_.rank = dp_.rank();
+    opt_.world_size = dp_.world_size();
+  }
+  // threads = 0: this machine's cores, shared by its ranks.
+  const int cores = int(std::max(1u, std::thread::hardware_concurrency()));
+  const int per_rank = std::max(1, cores / std::max(1, opt_.local_world_size));
+  at::set_num_threads(cfg_.threads > 0 ? cfg_.threads : per_rank);
   if (opt_.resume) {
-    resume_from_ = opt_.resume_dir.empty() ? find_latest_checkpoint(cfg_.output_dir) : opt_.resume_dir;
+    // Rank 0 picks the checkpoint; every rank loads that one (each checks its own copy).
+    if (opt_.rank == 0)
+      resume_from_ = opt_.resume_dir.empty() ? find_latest_checkpoint(cfg_.output_dir)
+                                             : fs::path(opt_.resume_dir);
+    resume_from_ = dp_.from_rank0("resume_checkpoint", resume_from_.string());
     if (resume_from_.empty())
       throw UserError("--resume: no complete checkpoint-<step> folder in " + cfg_.output_dir);
     resumed_ = read_trainer_state(resume_from_);
@@ -87,6 +103,7 @@ void Trainer::setup() {
   run.bf16 = cfg_.bf16;
   plugins_.configure(cfg_, run);
   bundle_ = build_model_bundle(cfg_, resume_from_, plugins_);
+  dp_.broadcast_parameters(parameters());  // replicas start equal (as DDP's constructor does)
   run.device = bundle_.cuda() ? "cuda" : "cpu";
   data_ = build_training_data(cfg_, *bundle_.tokenizer, opt_.rank, opt_.world_size);
 
@@ -105,6 +122,12 @@ void Trainer::setup() {
     for (auto& [k, v] : state) v = v.to(bundle_.device);
     optimizer_->load_state(state, resumed_.optimizer_steps);
     start_step_ = resumed_.step;
+    const std::int64_t global = global_batch_rows();
+    if (opt_.rank == 0 && resumed_.global_batch_rows > 0 && resumed_.global_batch_rows != global)
+      spdlog::warn("--resume: the global batch changes from {} to {} rows per step; steps after {} "
+                   "read the data in windows of the new size (keep micro_batch_size x "
+                   "gradient_accumulation_steps x world size equal to continue exactly)",
+                   resumed_.global_batch_rows, global, start_step_);
     if (start_step_ > total_steps_)
       throw UserError("--resume: checkpoint " + resume_from_.string() + " is at step " +
                       std::to_string(start_step_) + ", past max_steps " + std::to_string(total_steps_));
@@ -112,6 +135,10 @@ void Trainer::setup() {
 }
 
 std::vector<torch::Tensor> Trainer::parameters() { return bundle_.model->model()->parameters(); }
+
+std::int64_t Trainer::global_batch_rows() const {
+  return cfg_.micro_batch_size * cfg_.gradient_accumulation_steps * opt_.world_size;
+}
 
 double Trainer::epoch_at(std::int64_t step) const {
   return double(step) / double(data_.train->windows_per_epoch());
@@ -156,6 +183,7 @@ StepOutcome Trainer::train_step(std::int64_t step) {
     plugins_.transform_batch(window[i], ctx);
   }
   ctx.window = window_totals(window);
+  dp_.sum_totals(ctx.window, step);  // losses are normalised by the global window
 
   // 2. forward, loss and backward per micro-batch; gradients accumulate
   StepOutcome out;
@@ -174,12 +202,28 @@ StepOutcome Trainer::train_step(std::int64_t step) {
     for (const auto& [k, v] : r.metrics) out.metrics[k] += v / double(window.size());
   }
 
-  // 3. clip, update, schedule
+  // 3. gradients summed over ranks (once per step), then clip, update, schedule
+  out.allreduce_seconds = dp_.sum_gradients(parameters(), step);
   out.grad_norm = clip_grad_norm(parameters(), cfg_.max_grad_norm);
   out.lr = schedule_->at(step);
   optimizer_->step(out.lr);
   optimizer_->zero_grad();
   out.tokens = ctx.window.tokens;
+  // 4. the step's loss is the sum of the ranks' shares; metrics are averaged over ranks; a stop
+  // request on any rank stops all of them after this step.
+  out.stop = g_stop_signal != 0;
+  if (dp_.active()) {
+    sdk::Metrics mine = out.metrics;
+    mine[kLossKey] = out.loss;
+    mine[kStopKey] = out.stop ? 1.0 : 0.0;
+    sdk::Metrics all = dp_.sum_metrics(mine, "metrics of step " + std::to_string(step + 1));
+    out.loss = all[kLossKey];
+    out.stop = all[kStopKey] > 0;
+    all.erase(kLossKey);
+    all.erase(kStopKey);
+    for (auto& [k, v] : all) v /= double(opt_.world_size);
+    out.metrics = std::move(all);
+  }
   out.seconds = seconds_since(t0);
   return out;
 }
@@ -191,9 +235,12 @@ sdk::Metrics Trainer::evaluate(std::int64_t step) {
   model.set_training(false);
   torch::NoGradGuard no_grad;
   const int repeats = plugins_.eval_repeats();
-  auto batches = data_.eval->sequential_batches();
-  if (cfg_.eval_max_batches > 0 && std::int64_t(batches.size()) > cfg_.eval_max_batches)
-    batches.resize(std::size_t(cfg_.eval_max_batches));
+  auto batches = data_.eval->sequential_batches();  // this rank's: global batch k*world+rank
+  if (cfg_.eval_max_batches > 0) {
+    const std::int64_t W = opt_.world_size;
+    const std::int64_t keep = (cfg_.eval_max_batches - opt_.rank + W - 1) / W;  // k*W+rank < max
+    if (std::int64_t(batches.size()) > keep) batches.resize(std::size_t(keep));
+  }
   double loss = 0;
   std::int64_t n = 0;
   sdk::Metrics sums;
@@ -214,6 +261,15 @@ sdk::Metrics Trainer::evaluate(std::int64_t step) {
     }
   }
   model.set_training(true);
+  if (dp_.active()) {  // every rank evaluated its share of the batches
+    sums[kLossKey] = loss;
+    sums[kCountKey] = double(n);
+    sums = dp_.sum_metrics(sums, "evaluation at step " + std::to_string(step));
+    loss = sums[kLossKey];
+    n = std::int64_t(sums[kCountKey]);
+    sums.erase(kLossKey);
+    sums.erase(kCountKey);
+  }
   if (n == 0) return result;
   result["eval/loss"] = loss / double(n);
   for (const auto& [k, v] : sums)
@@ -225,7 +281,8 @@ sdk::Metrics Trainer::evaluate(std::int64_t step) {
 
 void Trainer::save(std::int64_t step) {
   if (opt_.rank != 0) return;
-  TrainerStateRecord rec{step, epoch_at(step), optimizer_->steps_taken(), cfg_.seed, opt_.world_size};
+  TrainerStateRecord rec{step,      epoch_at(step),  optimizer_->steps_taken(),
+                         cfg_.seed, opt_.world_size, global_batch_rows()};
   const fs::path dir = fs::path(cfg_.output_dir) / ("checkpoint-" + std::to_string(step));
   auto s = state(step);
   write_checkpoint(dir, bundle_, optimizer_.get(), rec, cfg_.resolved_toml,
@@ -236,7 +293,7 @@ void Trainer::save(std::int64_t step) {
 void Trainer::write_final() {
   if (opt_.rank != 0) return;
   TrainerStateRecord rec{total_steps_, epoch_at(total_steps_), optimizer_->steps_taken(), cfg_.seed,
-                         opt_.world_size};
+                         opt_.world_size, global_batch_rows()};
   write_checkpoint(fs::path(cfg_.output_dir) / "final", bundle_, nullptr, rec, cfg_.resolved_toml, {});
 }
 
@@ -260,13 +317,14 @@ int Trainer::run() {
                  opt_.resume ? ", resuming from " + resume_from_.string() : std::string());
   }
   StopSignalScope signals;
-  ProgressBar bar(start_step_, total_steps_, opt_.progress && main_process);
+  ProgressBar bar(start_step_, total_steps_, opt_.progress, !main_process);
   {
     auto s = state(start_step_);
     plugins_.on_train_begin(s);
   }
   // Averages over the steps since the last log line.
-  double acc_loss = 0, acc_norm = 0, acc_secs = 0;
+  double acc_loss = 0, acc_norm = 0, acc_secs = 0, acc_comm = 0;
+  const FaultInjection faults = FaultInjection::from_environment();
   std::int64_t acc_tokens = 0, acc_n = 0;
   sdk::Metrics acc_metrics;
   bool evaluated_last = false;
@@ -274,6 +332,7 @@ int Trainer::run() {
     StepOutcome o = train_step(step);
     const std::int64_t done = step + 1;
     acc_loss += o.loss, acc_norm += o.grad_norm, acc_secs += o.seconds, acc_tokens += o.tokens, ++acc_n;
+    acc_comm += o.allreduce_seconds;
     for (const auto& [k, v] : o.metrics) acc_metrics[k] += v;
     const bool log_now = done % cfg_.logging_steps == 0 || done == total_steps_;
     const double tps = double(acc_tokens) / std::max(1e-9, acc_secs);
@@ -284,11 +343,12 @@ int Trainer::run() {
       m["train/lr"] = o.lr;
       m["train/grad_norm"] = acc_norm / double(acc_n);
       m["train/tokens_per_s"] = tps;
+      if (dp_.active()) m["train/allreduce_s"] = acc_comm / double(acc_n);  // this rank's
       for (const auto& [k, v] : acc_metrics)
         if (k != "loss") m["train/" + k] = v / double(acc_n);
       if (log_) log_->write(done, epoch_at(done), m);
       for (const auto& [k, v] : m) last_metrics_[k] = v;
-      acc_loss = acc_norm = acc_secs = 0, acc_tokens = acc_n = 0;
+      acc_loss = acc_norm = acc_secs = acc_comm = 0, acc_tokens = acc_n = 0;
       acc_metrics.clear();
     }
     {
@@ -303,7 +363,8 @@ int Trainer::run() {
       if (main_process) bar.message("eval at step " + std::to_string(done) + ": loss " + std::to_string(m["eval/loss"]));
       evaluated_last = true;
     }
-    if (g_stop_signal) {
+    faults.after_step(opt_.rank, done);
+    if (o.stop) {
       save(done);
       bar.finish();
       if (main_process)

@@ -9,6 +9,7 @@
 
 #include "config/train_config.hpp"
 #include "data/training_data.hpp"
+#include "distributed/data_parallel.hpp"
 #include "plugins/plugin_set.hpp"
 #include "train/adamw.hpp"
 #include "train/checkpoint.hpp"
@@ -19,22 +20,29 @@
 
 namespace loom {
 
+class ProcessGroup;
+
 struct TrainOptions {
   bool resume = false;
   std::filesystem::path resume_dir;  // empty with resume: the latest complete checkpoint
   int rank = 0;
   int world_size = 1;
+  int local_world_size = 1;  // ranks on this machine: they share its cores
+  std::shared_ptr<ProcessGroup> group;  // null: one process; else rank/world_size are its
   bool progress = true;
 };
 
-// Per-step outcome, averaged over the accumulation window.
+// Per-step outcome, averaged over the accumulation window (and summed or averaged over ranks:
+// the same on every rank).
 struct StepOutcome {
   double loss = 0;
   double grad_norm = 0;
   double lr = 0;
   double seconds = 0;
-  std::int64_t tokens = 0;
+  std::int64_t tokens = 0;  // over all ranks
   sdk::Metrics metrics;
+  double allreduce_seconds = 0;  // summing the gradients over ranks
+  bool stop = false;  // some rank got SIGINT/SIGTERM: all ranks stop after this step
 };
 
 class Trainer {
@@ -57,6 +65,7 @@ class Trainer {
   sdk::StepContext context(std::int64_t step, bool training) const;
   sdk::TrainerState state(std::int64_t step);
   double epoch_at(std::int64_t step) const;
+  std::int64_t global_batch_rows() const;  // micro batch x accumulation x world size
   std::vector<torch::Tensor> parameters();
 
   TrainConfig cfg_;
@@ -64,6 +73,7 @@ class Trainer {
   TrainOptions opt_;
   std::filesystem::path resume_from_;
   TrainerStateRecord resumed_;
+  DataParallel dp_;
   ModelBundle bundle_;
   TrainingData data_;
   std::unique_ptr<AdamW> optimizer_;

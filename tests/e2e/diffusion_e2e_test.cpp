@@ -2,6 +2,8 @@
 // checkpoint it wrote.
 #include <gtest/gtest.h>
 
+#include <random>
+
 #include "e2e/tiny_run.hpp"
 
 namespace loom::test {
@@ -10,13 +12,30 @@ namespace fs = std::filesystem;
 
 const std::string kPlugin = std::string(LOOM_BINARY_DIR) + "/plugins/libdiffusion.so";
 
-std::string diffusion_config(const fs::path& out, int steps) {
-  // Wider than the causal tiny run: masked-token prediction needs a little more model.
-  auto c = tiny_config(out, steps, "val_set_size = 0.05\neval_steps = " + std::to_string(steps) +
-                                       "\neval_max_batches = 2\nsave_steps = 0\n");
+// A learnable task for masked prediction: each document repeats a random 3-letter motif, so a
+// masked letter is recoverable from any visible letter of the same phase. Letters are uniform,
+// so chance (and the best context-free guess) is about 1/26.
+void write_motif_data(const fs::path& file) {
+  std::mt19937 rng(7);
+  std::string out;
+  for (int d = 0; d < 600; ++d) {
+    std::string motif;
+    for (int i = 0; i < 3; ++i) motif += char('a' + rng() % 26);
+    std::string text;
+    while (text.size() < 60) text += motif;
+    out += "{\"text\": \"" + text + "\"}\n";
+  }
+  write_file(file, out);
+}
+
+std::string diffusion_config(const fs::path& dir, int steps) {
+  write_motif_data(dir / "motifs.jsonl");
+  auto c = tiny_config(dir / "out", steps, "val_set_size = 0.05\neval_steps = " + std::to_string(steps) +
+                                              "\neval_max_batches = 4\nsave_steps = 0\n");
   c.replace(c.find("hidden_size = 32"), 16, "hidden_size = 64");
   c.replace(c.find("intermediate_size = 64"), 22, "intermediate_size = 128");
-  c.replace(c.find("num_hidden_layers = 1"), 21, "num_hidden_layers = 2");
+  c.replace(c.find("num_attention_heads = 2"), 23, "num_attention_heads = 4");
+  c = c.substr(0, c.find("[[datasets]]")) + "[[datasets]]\npath = \"" + (dir / "motifs.jsonl").string() + "\"\n";
   return c + "\n[diffusion]\nmin_mask_ratio = 0.0\nmax_mask_ratio = 1.0\ngeneration_interval = " +
          std::to_string(steps) + "\nnum_generation_samples = 1\ngeneration_steps = 8\n"
          "generation_max_length = 16\n";
@@ -26,7 +45,7 @@ std::string diffusion_config(const fs::path& out, int steps) {
 const fs::path& trained() {
   static const fs::path dir = [] {
     auto d = fresh_dir("diffusion");
-    write_file(d / "cfg.toml", diffusion_config(d / "out", 150));
+    write_file(d / "cfg.toml", diffusion_config(d, 600));
     auto r = run_trainer({"--config", (d / "cfg.toml").string(), "--plugin", kPlugin, "--no-progress"});
     EXPECT_EQ(r.exit_code, 0) << r.output;
     return d;
@@ -45,9 +64,9 @@ TEST(DiffusionE2E, LearnsToFillMasksWellAboveChance) {
   for (const char* k : {"train/accuracy", "train/mask_ratio", "train/num_masked_tokens", "train/avg_p_mask",
                         "train/ce_loss", "train/importance_weight_avg"})
     EXPECT_TRUE(first.contains(k)) << k << " in " << first.dump();
-  // 260 byte-level tokens: chance is under 1%, the most frequent byte (space) about 18%.
-  EXPECT_LT(first["train/accuracy"].get<double>(), 0.2);
-  EXPECT_GT(eval_acc, 0.35) << "eval accuracy after 150 steps";
+  // Chance is about 1/26 (uniform letters); filling from context does far better.
+  EXPECT_LT(first["train/accuracy"].get<double>(), 0.1);
+  EXPECT_GT(eval_acc, 0.5) << "eval accuracy after 600 steps (about 0.7 is the ceiling of this task)";
   // Samples were generated and logged, and the mask token was saved with the tokenizer.
   auto samples = read_file(d / "out" / "samples.jsonl");
   for (const char* k : {"\"step\"", "\"original\"", "\"masked\"", "\"generated\"", "\"mask_ratio\"", "\"accuracy\""})
@@ -58,20 +77,19 @@ TEST(DiffusionE2E, LearnsToFillMasksWellAboveChance) {
 TEST(DiffusionE2E, GenerateIsDeterministicForASeed) {
   const auto ckpt = (trained() / "out" / "final").string();
   std::vector<std::string> args = {"generate", "--checkpoint", ckpt, "--plugin", kPlugin,
-                                   "--prompt", "Ada went to", "--complete", "16", "--steps", "8",
+                                   "--prompt", "qrsqrsqrs", "--complete", "16", "--steps", "8",
                                    "--temperature", "0.7", "--seed", "5"};
   auto a = run_trainer(args), b = run_trainer(args);
   ASSERT_EQ(a.exit_code, 0) << a.output;
   EXPECT_EQ(a.output, b.output);
-  EXPECT_NE(a.output.find("Ada went to"), std::string::npos) << a.output;
+  EXPECT_NE(a.output.find("qrsqrsqrs"), std::string::npos) << a.output;
   EXPECT_EQ(a.output.find("[MASK]", a.output.find("Generated")), std::string::npos)
       << "everything is revealed by the last step:\n" << a.output;
 }
 
 TEST(DiffusionE2E, EvalReportsTheBoundWithItsStandardError) {
   const auto& d = trained();
-  write_file(d / "eval.jsonl", "{\"text\": \"Ada went to the park with three red apples.\"}\n"
-                               "{\"text\": \"Ben gave two blue cups to Cleo.\"}\n");
+  write_file(d / "eval.jsonl", "{\"text\": \"abcabcabcabcabcabcabcabc\"}\n{\"text\": \"xyzxyzxyzxyzxyzxyz\"}\n");
   auto r = run_trainer({"eval", "--checkpoint", (d / "out" / "final").string(), "--plugin", kPlugin,
                         "--data", (d / "eval.jsonl").string(), "--mc-samples", "8"});
   ASSERT_EQ(r.exit_code, 0) << r.output;

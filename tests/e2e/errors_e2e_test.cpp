@@ -53,7 +53,7 @@ TEST(ErrorsE2E, PluginProblems) {
   write_file(dir / "libfake.so", "not an ELF file");
   expect_error(train_with(dir, cfg, {"--plugin", (dir / "libfake.so").string()}), "cannot be loaded as a shared library");
   const std::string fx = LOOM_FIXTURE_DIR;
-  expect_error(train_with(dir, cfg, {"--plugin", fx + "/libfixture_bad_abi.so"}), "built for loom SDK ABI 99.0");
+  expect_error(train_with(dir, cfg, {"--plugin", fx + "/libfixture_bad_abi.so"}), "built for loom SDK ABI 99." + std::to_string(LOOM_SDK_ABI_MINOR));
   expect_error(train_with(dir, cfg, {"--plugin", fx + "/libfixture_thrower.so"}),
                "plugin 'thrower' failed in hook transform_batch: boom");
   expect_error(train_with(dir, cfg, {"--plugin", fx + "/libfixture_loss_a.so", "--plugin", fx + "/libfixture_loss_b.so"}),
