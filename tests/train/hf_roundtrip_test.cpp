@@ -59,7 +59,7 @@ TEST(HfRoundTrip, BaseModelProblemsAreClearErrors) {
   // A folder with only pickle weights: safetensors is required, nothing is unpickled.
   test::write_file(dir / "bin" / "config.json",
                    R"({"model_type":"llama","hidden_size":32,"intermediate_size":48,"num_hidden_layers":1,)"
-                   R"("num_attention_heads":4,"vocab_size":259,"max_position_embeddings":64})");
+                   R"("num_attention_heads":4,"vocab_size":50257,"max_position_embeddings":64})");
   test::write_file(dir / "bin" / "pytorch_model.bin", "not really a pickle");
   fs::copy(fs::path(LOOM_SHARED_DIR) / "data" / "tokenizers" / "gpt2" / "tokenizer.json", dir / "bin" / "tokenizer.json");
   EXPECT_NE(error_of(dir / "bin").find("safetensors"), std::string::npos) << error_of(dir / "bin");
