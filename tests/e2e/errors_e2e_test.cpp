@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "e2e/tiny_run.hpp"
+#include "loom/sdk/version.hpp"
 
 namespace loom::test {
 namespace {
