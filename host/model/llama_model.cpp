@@ -6,6 +6,7 @@
 
 #include "errors.hpp"
 #include "io/rope_frequencies.hpp"
+#include "train/autocast_guard.hpp"
 
 namespace loom {
 namespace F = torch::nn::functional;
@@ -111,34 +112,42 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const LayerInput
 namespace {
 
 // Runs a layer without keeping its activations; backward recomputes them (PyTorch's
-// "reentrant" checkpoint). The layer is passed through saved_data as an address because
-// autograd functions only carry IValues.
+// "reentrant" checkpoint). Only `x` is an autograd input: libtorch 1.13 cannot take undefined
+// tensors (no mask) as inputs, so the per-forward tables travel through saved_data, and the
+// layer and the LayerInputs by address (autograd functions only carry IValues). Backward runs
+// under the autocast state the forward pass had, so the recomputation matches it.
 struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x,
-                               torch::Tensor cos, torch::Tensor sin, torch::Tensor mask,
-                               bool causal, std::int64_t layer_address) {
-    ctx->save_for_backward({x, cos, sin});
-    ctx->saved_data["mask"] = mask;
-    ctx->saved_data["causal"] = causal;
+                               std::int64_t inputs_address, std::int64_t layer_address) {
+    const auto& in = *reinterpret_cast<const LayerInputs*>(inputs_address);
+    ctx->save_for_backward({x});
+    ctx->saved_data["cos"] = in.cos;
+    ctx->saved_data["sin"] = in.sin;
+    ctx->saved_data["has_mask"] = in.mask.defined();
+    if (in.mask.defined()) ctx->saved_data["mask"] = in.mask;
+    ctx->saved_data["causal"] = in.causal;
     ctx->saved_data["layer"] = layer_address;
-    LayerInputs in{cos, sin, mask, causal};
+    ctx->saved_data["autocast"] = autocast_enabled(x.device().is_cuda());
     return reinterpret_cast<DecoderLayerImpl*>(layer_address)->forward(x, in);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_out) {
-    auto saved = ctx->get_saved_variables();
-    auto x = saved[0].detach().requires_grad_(true);
-    LayerInputs in{saved[1], saved[2], ctx->saved_data["mask"].toTensor(),
-                   ctx->saved_data["causal"].toBool()};
+    auto x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
+    LayerInputs in;
+    in.cos = ctx->saved_data["cos"].toTensor();
+    in.sin = ctx->saved_data["sin"].toTensor();
+    if (ctx->saved_data["has_mask"].toBool()) in.mask = ctx->saved_data["mask"].toTensor();
+    in.causal = ctx->saved_data["causal"].toBool();
     auto* layer = reinterpret_cast<DecoderLayerImpl*>(ctx->saved_data["layer"].toInt());
     torch::Tensor y;
     {
       torch::AutoGradMode grad_on(true);
+      AutocastGuard autocast(ctx->saved_data["autocast"].toBool(), x.device().is_cuda());
       y = layer->forward(x, in);
     }
     torch::autograd::backward({y}, {grad_out[0]});
-    return {x.grad(), {}, {}, {}, {}, {}};
+    return {x.grad(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -264,7 +273,7 @@ torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& input_ids,
   const bool checkpoint = checkpointing_ && is_training() && torch::GradMode::is_enabled();
   for (auto& layer : model->layers) {
     if (checkpoint) {
-      h = CheckpointedLayer::apply(h, in.cos, in.sin, in.mask, in.causal,
+      h = CheckpointedLayer::apply(h, reinterpret_cast<std::int64_t>(&in),
                                    reinterpret_cast<std::int64_t>(layer.get()));
     } else {
       h = layer(h, in);

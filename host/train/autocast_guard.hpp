@@ -6,6 +6,15 @@
 
 namespace loom {
 
+// Whether bf16 autocast is on for the device type (CPU or CUDA) in this thread.
+inline bool autocast_enabled(bool cuda) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  return at::autocast::is_autocast_enabled(cuda ? at::kCUDA : at::kCPU);
+#else
+  return cuda ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
+#endif
+}
+
 class AutocastGuard {
  public:
   AutocastGuard(bool enabled, bool cuda) : enabled_(enabled), cuda_(cuda) {

@@ -134,18 +134,23 @@ TEST(LlamaModel, AttentionMaskHonoursSegmentsPaddingAndCausality) {
 TEST(LlamaModel, GradientCheckpointingGivesTheSameGradients) {
   auto c = reference_config();
   Inputs in;
-  std::vector<torch::Tensor> grads[2];
-  for (int ck = 0; ck < 2; ++ck) {
-    LlamaForCausalLM m(c);
-    set_reference_weights(m);
-    m->set_gradient_checkpointing(ck == 1);
-    m->train();
-    auto loss = m->project(m->forward(in.ids, in.pos, in.seg, sdk::AttentionSpec::causal())).pow(2).mean();
-    loss.backward();
-    for (auto& p : m->parameters()) grads[ck].push_back(p.grad().clone());
+  // With packed segments (an attention mask) and with one segment per row (no mask at all).
+  for (bool packed : {true, false}) {
+    std::vector<torch::Tensor> grads[2];
+    for (int ck = 0; ck < 2; ++ck) {
+      LlamaForCausalLM m(c);
+      set_reference_weights(m);
+      m->set_gradient_checkpointing(ck == 1);
+      m->train();
+      auto seg = packed ? in.seg : torch::Tensor();
+      auto pos = packed ? in.pos : torch::Tensor();
+      auto loss = m->project(m->forward(in.ids, pos, seg, sdk::AttentionSpec::causal())).pow(2).mean();
+      loss.backward();
+      for (auto& p : m->parameters()) grads[ck].push_back(p.grad().clone());
+    }
+    for (std::size_t i = 0; i < grads[0].size(); ++i)
+      EXPECT_TRUE(torch::allclose(grads[0][i], grads[1][i], 1e-5, 1e-6)) << "parameter " << i << " packed " << packed;
   }
-  for (std::size_t i = 0; i < grads[0].size(); ++i)
-    EXPECT_TRUE(torch::allclose(grads[0][i], grads[1][i], 1e-5, 1e-6)) << "parameter " << i;
 }
 
 TEST(LlamaModel, ResizeVocabKeepsRowsAndAddsTheMean) {
