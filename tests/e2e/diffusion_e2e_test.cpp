@@ -64,9 +64,17 @@ TEST(DiffusionE2E, LearnsToFillMasksWellAboveChance) {
   for (const char* k : {"train/accuracy", "train/mask_ratio", "train/num_masked_tokens", "train/avg_p_mask",
                         "train/ce_loss", "train/importance_weight_avg"})
     EXPECT_TRUE(first.contains(k)) << k << " in " << first.dump();
-  // Chance is about 1/26 (uniform letters); filling from context does far better.
-  EXPECT_LT(first["train/accuracy"].get<double>(), 0.1);
-  EXPECT_GT(eval_acc, 0.5) << "eval accuracy after 600 steps (about 0.7 is the ceiling of this task)";
+  // Letters are uniform (a context-free guess is right 1/26 of the time; guessing one of the
+  // document's three letters, 1/3); the motif's phase gives up to about 0.7. Training must take
+  // the model well past the first steps' level.
+  double early = 0;
+  int n = 0;
+  for (const auto& r : rows)
+    if (r.contains("train/accuracy") && r["step"].get<int>() <= 20) early += r["train/accuracy"].get<double>(), ++n;
+  ASSERT_GT(n, 0);
+  early /= n;
+  EXPECT_GT(eval_acc, 0.5) << "eval accuracy after 600 steps";
+  EXPECT_GT(eval_acc, early + 0.1) << "first 20 steps " << early << ", eval at the end " << eval_acc;
   // Samples were generated and logged, and the mask token was saved with the tokenizer.
   auto samples = read_file(d / "out" / "samples.jsonl");
   for (const char* k : {"\"step\"", "\"original\"", "\"masked\"", "\"generated\"", "\"mask_ratio\"", "\"accuracy\""})
