@@ -2,6 +2,8 @@
 // checkpoint it wrote.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <random>
 
 #include "e2e/tiny_run.hpp"
@@ -41,10 +43,11 @@ std::string diffusion_config(const fs::path& dir, int steps) {
          "generation_max_length = 16\n";
 }
 
-// One trained checkpoint shared by the tests below (training is the slow part).
+// One trained checkpoint per test process (training is the slow part); CTest runs each test in
+// its own process, in parallel, so the folder is per process.
 const fs::path& trained() {
   static const fs::path dir = [] {
-    auto d = fresh_dir("diffusion");
+    auto d = fresh_dir("diffusion-" + std::to_string(getpid()));
     write_file(d / "cfg.toml", diffusion_config(d, 600));
     auto r = run_trainer({"--config", (d / "cfg.toml").string(), "--plugin", kPlugin, "--no-progress"});
     EXPECT_EQ(r.exit_code, 0) << r.output;
