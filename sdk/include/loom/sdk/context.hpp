@@ -50,6 +50,9 @@ struct StepContext {
   int rank = 0;
   int world_size = 1;
   WindowTotals window;
+  // SDK 1.1 (appended: 1.0 plugins never read it). The model this step runs, for
+  // ModelHandle::cross_entropy / sdk::cross_entropy_where; may be null (then project() is used).
+  ModelHandle* model = nullptr;
 };
 
 struct LossResult {

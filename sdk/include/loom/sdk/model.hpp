@@ -56,7 +56,26 @@ class ModelHandle {
   virtual at::Device device() const = 0;
   virtual void set_training(bool training) = 0;
   virtual bool is_training() const = 0;
+
+  // SDK 1.1 (appended, so plugins built for 1.0 keep working). Per-row cross-entropy of
+  // hidden rows [N, H] projected through the output matrix, against targets [N] (int64):
+  // [N] fp32 (fp64 for fp64 hidden), differentiable like ModelOutput::project, equal to
+  // logsumexp(project(h)) - project(h)[target] but computed without the [N, V] tensors the
+  // composite keeps (docs/performance.md). With `argmax`, also each row's most likely id [N].
+  // A handle without such a path returns an undefined tensor; call sdk::cross_entropy_where,
+  // which then goes through project().
+  virtual at::Tensor cross_entropy(const at::Tensor& /*hidden*/, const at::Tensor& /*targets*/,
+                                   at::Tensor* /*argmax*/) {
+    return {};
+  }
 };
+
+// SDK 1.1. Cross-entropy of the output logits at the positions where `where` ([B, S] bool) is
+// true (row-major order) against `targets` [N]: through model->cross_entropy when `model` (for
+// a loss hook: StepContext::model) has a fused path, else log-softmax of out.project's logits.
+inline at::Tensor cross_entropy_where(const ModelOutput& out, ModelHandle* model,
+                                      const at::Tensor& where,
+                               const at::Tensor& targets, at::Tensor* argmax = nullptr);
 
 }  // namespace loom::sdk
 
@@ -66,4 +85,20 @@ inline at::Tensor loom::sdk::ModelOutput::logits_where(const at::Tensor& where) 
   auto flat = hidden.reshape({-1, hidden.size(-1)});
   auto idx = where.reshape({-1}).nonzero().squeeze(1);
   return project(flat.index_select(0, idx));
+}
+
+inline at::Tensor loom::sdk::cross_entropy_where(const ModelOutput& out, ModelHandle* model,
+                                                const at::Tensor& where, const at::Tensor& targets,
+                                                at::Tensor* argmax) {
+  auto t = targets.to(at::kLong);
+  if (model) {
+    auto flat = out.hidden.reshape({-1, out.hidden.size(-1)});
+    auto idx = where.reshape({-1}).nonzero().squeeze(1);
+    auto ce = model->cross_entropy(flat.index_select(0, idx), t, argmax);
+    if (ce.defined()) return ce;
+  }
+  auto logits = out.logits_where(where);
+  logits = logits.to(logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
+  if (argmax) *argmax = logits.detach().argmax(-1);
+  return (at::logsumexp(logits, -1, true) - logits.gather(1, t.unsqueeze(1))).squeeze(1);
 }

@@ -9,7 +9,7 @@
 #pragma once
 
 #define LOOM_SDK_ABI_MAJOR 1
-#define LOOM_SDK_ABI_MINOR 0
+#define LOOM_SDK_ABI_MINOR 1
 
 namespace loom::sdk {
 inline constexpr int kAbiMajor = LOOM_SDK_ABI_MAJOR;
