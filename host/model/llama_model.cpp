@@ -3,9 +3,13 @@
 #include <torch/version.h>
 
 #include <cmath>
+#include <limits>
 
 #include "errors.hpp"
 #include "io/rope_frequencies.hpp"
+#include "model/fused_attention.hpp"
+#include "model/fused_cross_entropy.hpp"
+#include "model/fused_layers.hpp"
 #include "train/autocast_guard.hpp"
 
 namespace loom {
@@ -17,10 +21,8 @@ RMSNormImpl::RMSNormImpl(std::int64_t dim, double eps) : eps_(eps) {
 }
 
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
-  // Statistics in fp32 as transformers does, whatever the activation dtype.
-  auto xf = x.to(torch::kFloat);
-  auto normed = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps_);
-  return weight * normed.to(x.scalar_type());
+  // One pass on the CPU; statistics in fp32 (as transformers) on other paths.
+  return rms_norm(x, weight, eps_);
 }
 
 // ---- attention -------------------------------------------------------------------------
@@ -57,17 +59,26 @@ AttentionImpl::AttentionImpl(const ModelConfig& c)
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const LayerInputs& in) {
   const auto B = x.size(0), S = x.size(1);
-  auto q = apply_rope(q_proj(x).view({B, S, heads_, head_dim_}), in);
-  auto k = apply_rope(k_proj(x).view({B, S, kv_heads_, head_dim_}), in);
-  auto v = v_proj(x).view({B, S, kv_heads_, head_dim_});
+  // One matrix product for q, k and v (the parameters stay separate, as transformers names
+  // them; backward splits the gradient of the concatenation).
+  auto qkv = F::linear(x, torch::cat({q_proj->weight, k_proj->weight, v_proj->weight}, 0));
+  torch::Tensor out;
+  if (in.fused && qkv.scalar_type() != torch::kHalf) {
+    out = fused_rope_attention(qkv, in.cos, in.sin, in.bias, in.causal,
+                               AttentionDims{heads_, kv_heads_, head_dim_});
+    return o_proj(out);
+  }
+  auto q = apply_rope(qkv.narrow(2, 0, heads_ * head_dim_).view({B, S, heads_, head_dim_}), in);
+  auto k = apply_rope(qkv.narrow(2, heads_ * head_dim_, kv_heads_ * head_dim_).view({B, S, kv_heads_, head_dim_}), in);
+  auto v = qkv.narrow(2, (heads_ + kv_heads_) * head_dim_, kv_heads_ * head_dim_).view({B, S, kv_heads_, head_dim_});
   k = repeat_kv(k, heads_ / kv_heads_);
   v = repeat_kv(v, heads_ / kv_heads_);
   q = q.transpose(1, 2);  // [B, H, S, D]
   k = k.transpose(1, 2);
   v = v.transpose(1, 2);
 #if TORCH_VERSION_MAJOR >= 2
-  auto out = at::scaled_dot_product_attention(q, k, v, in.mask, 0.0,
-                                              /*is_causal=*/!in.mask.defined() && in.causal);
+  out = at::scaled_dot_product_attention(q, k, v, in.mask, 0.0,
+                                         /*is_causal=*/!in.mask.defined() && in.causal);
 #else
   auto scores = torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(double(head_dim_)));
   if (in.mask.defined()) {
@@ -76,7 +87,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const LayerInputs& 
     auto future = torch::ones({S, S}, torch::dtype(torch::kBool).device(x.device())).triu(1);
     scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());
   }
-  auto out = torch::matmul(torch::softmax(scores, -1).to(v.scalar_type()), v);
+  out = torch::matmul(torch::softmax(scores, -1).to(v.scalar_type()), v);
 #endif
   return o_proj(out.transpose(1, 2).reshape({B, S, heads_ * head_dim_}));
 }
@@ -92,7 +103,9 @@ MlpImpl::MlpImpl(const ModelConfig& c) {
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
-  return down_proj(F::silu(gate_proj(x)) * up_proj(x));
+  // One matrix product for gate and up, then silu(gate) * up in one pass.
+  auto gate_up = F::linear(x, torch::cat({gate_proj->weight, up_proj->weight}, 0));
+  return down_proj(swiglu(gate_up));
 }
 
 DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c) {
@@ -125,7 +138,10 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
     ctx->saved_data["sin"] = in.sin;
     ctx->saved_data["has_mask"] = in.mask.defined();
     if (in.mask.defined()) ctx->saved_data["mask"] = in.mask;
+    ctx->saved_data["has_bias"] = in.bias.defined();
+    if (in.bias.defined()) ctx->saved_data["bias"] = in.bias;
     ctx->saved_data["causal"] = in.causal;
+    ctx->saved_data["fused"] = in.fused;
     ctx->saved_data["layer"] = layer_address;
     ctx->saved_data["autocast"] = autocast_enabled(x.device().is_cuda());
     return reinterpret_cast<DecoderLayerImpl*>(layer_address)->forward(x, in);
@@ -138,7 +154,9 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
     in.cos = ctx->saved_data["cos"].toTensor();
     in.sin = ctx->saved_data["sin"].toTensor();
     if (ctx->saved_data["has_mask"].toBool()) in.mask = ctx->saved_data["mask"].toTensor();
+    if (ctx->saved_data["has_bias"].toBool()) in.bias = ctx->saved_data["bias"].toTensor();
     in.causal = ctx->saved_data["causal"].toBool();
+    in.fused = ctx->saved_data["fused"].toBool();
     auto* layer = reinterpret_cast<DecoderLayerImpl*>(ctx->saved_data["layer"].toInt());
     torch::Tensor y;
     {
@@ -230,7 +248,16 @@ torch::Tensor build_attention_mask(const torch::Tensor& segment_ids,
                                    bool* causal) {
   *causal = spec.kind == sdk::AttentionSpec::Kind::Causal;
   if (spec.kind == sdk::AttentionSpec::Kind::Explicit) {
-    auto m = spec.mask.to(torch::kBool);
+    const auto& given = spec.mask;
+    const bool rows_ok = given.defined() && given.dim() == 4 &&
+                         (given.size(0) == 1 || !segment_ids.defined() ||
+                          given.size(0) == segment_ids.size(0));
+    if (!rows_ok || given.size(1) != 1 || given.size(2) != seq_len ||
+        given.size(3) != seq_len)
+      throw std::invalid_argument("attention hook: an explicit mask must be [B or 1, 1, S, S] with S = " +
+                                  std::to_string(seq_len) + ", got " +
+                                  (given.defined() ? c10::str(given.sizes()) : std::string("none")));
+    auto m = given.to(torch::kBool);
     // A query with no allowed key would give NaN: let it see itself.
     auto empty = m.any(-1, /*keepdim=*/true).logical_not();
     auto eye = torch::eye(seq_len, torch::dtype(torch::kBool).device(m.device()));
@@ -268,6 +295,17 @@ torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& input_ids,
   in.cos = rope_cos_.index_select(0, flat).view({B, S, 1, -1});
   in.sin = rope_sin_.index_select(0, flat).view({B, S, 1, -1});
   in.mask = build_attention_mask(segment_ids, attention, S, &in.causal);
+#if TORCH_VERSION_MAJOR < 2
+  in.fused = input_ids.device().is_cpu();
+#endif
+  if (in.fused) {
+    const auto opts = torch::dtype(torch::kFloat).device(input_ids.device());
+    const double inf = std::numeric_limits<double>::infinity();
+    if (in.mask.defined())
+      in.bias = torch::zeros({B, S, S}, opts).masked_fill_(in.mask.squeeze(1).logical_not(), -inf);
+    else if (in.causal)
+      in.bias = torch::full({1, S, S}, -inf, opts).triu(1);
+  }
 
   auto h = model->embed_tokens(input_ids);
   const bool checkpoint = checkpointing_ && is_training() && torch::GradMode::is_enabled();

@@ -29,6 +29,10 @@ struct LayerInputs {
   torch::Tensor cos, sin;  // [B, S, 1, D] rotary tables gathered at the position ids
   torch::Tensor mask;      // [B, 1, S, S] bool (true = may attend), or undefined
   bool causal = false;     // with an undefined mask: plain causal attention
+  // The fused CPU attention's additive form of mask/causal: [B or 1, S, S] (0 or -inf), or
+  // undefined for full attention. Built once per forward, shared by all layers.
+  torch::Tensor bias;
+  bool fused = false;      // use fused_rope_attention (CPU, libtorch without fused SDPA)
 };
 
 class AttentionImpl : public torch::nn::Module {

@@ -1,5 +1,7 @@
 #include "model/model_handle.hpp"
 
+#include "model/fused_cross_entropy.hpp"
+
 namespace loom {
 
 sdk::ModelOutput LlamaModelHandle::forward(const at::Tensor& input_ids,
@@ -11,6 +13,11 @@ sdk::ModelOutput LlamaModelHandle::forward(const at::Tensor& input_ids,
   auto* m = model_.get();
   out.project = [m](const at::Tensor& h) { return m->project(h); };
   return out;
+}
+
+at::Tensor LlamaModelHandle::cross_entropy(const at::Tensor& hidden, const at::Tensor& targets,
+                                           at::Tensor* argmax) {
+  return linear_cross_entropy(hidden, model_->output_weight(), targets, argmax);
 }
 
 at::Device LlamaModelHandle::device() const {

@@ -22,6 +22,9 @@ class LlamaModelHandle : public sdk::ModelHandle {
   at::Device device() const override;
   void set_training(bool training) override { model_->train(training); }
   bool is_training() const override { return model_->is_training(); }
+  // The fused projection + cross-entropy (linear_cross_entropy) on the output matrix.
+  at::Tensor cross_entropy(const at::Tensor& hidden, const at::Tensor& targets,
+                           at::Tensor* argmax) override;
 
   LlamaForCausalLM& model() { return model_; }
 

@@ -1,0 +1,44 @@
+#include "model/instrumented_model_handle.hpp"
+
+#include <algorithm>
+
+namespace loom {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+}  // namespace
+
+sdk::ModelOutput InstrumentedModelHandle::forward(const at::Tensor& input_ids,
+                                                  const at::Tensor& position_ids,
+                                                  const at::Tensor& segment_ids,
+                                                  const sdk::AttentionSpec& attention) {
+  const auto t0 = Clock::now();
+  sdk::ModelOutput out = inner_.forward(input_ids, position_ids, segment_ids, attention);
+  forward_s += since(t0);
+  ++forward_calls;
+  auto project = out.project;
+  out.project = [this, project](const at::Tensor& h) {
+    const auto t = Clock::now();
+    auto logits = project(h);
+    projection_s += since(t);
+    projected_rows += h.numel() / std::max<std::int64_t>(1, h.size(-1));
+    return logits;
+  };
+  return out;
+}
+
+at::Tensor InstrumentedModelHandle::cross_entropy(const at::Tensor& hidden,
+                                                  const at::Tensor& targets, at::Tensor* argmax) {
+  const auto t = Clock::now();
+  auto ce = inner_.cross_entropy(hidden, targets, argmax);
+  // Undefined: the caller falls back to project(), which counts itself.
+  if (ce.defined()) {
+    projection_s += since(t);
+    projected_rows += hidden.size(0);
+  }
+  return ce;
+}
+
+}  // namespace loom

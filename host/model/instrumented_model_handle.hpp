@@ -1,0 +1,44 @@
+// A ModelHandle that forwards to another and measures what goes through it: time in the
+// forward pass, time in the vocabulary projection / cross-entropy, and the rows projected.
+// `trainer generate --profile` and `trainer bench` hand it to the plugins in place of the
+// model's own handle.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+
+#include "loom/sdk/model.hpp"
+
+namespace loom {
+
+class InstrumentedModelHandle : public sdk::ModelHandle {
+ public:
+  explicit InstrumentedModelHandle(sdk::ModelHandle& inner) : inner_(inner) {}
+
+  std::int64_t vocab_size() const override { return inner_.vocab_size(); }
+  std::int64_t hidden_size() const override { return inner_.hidden_size(); }
+  std::int64_t max_position_embeddings() const override {
+    return inner_.max_position_embeddings();
+  }
+  void resize_vocab(std::int64_t n) override { inner_.resize_vocab(n); }
+  at::Device device() const override { return inner_.device(); }
+  void set_training(bool training) override { inner_.set_training(training); }
+  bool is_training() const override { return inner_.is_training(); }
+  sdk::ModelOutput forward(const at::Tensor& input_ids, const at::Tensor& position_ids,
+                           const at::Tensor& segment_ids,
+                           const sdk::AttentionSpec& attention) override;
+  at::Tensor cross_entropy(const at::Tensor& hidden, const at::Tensor& targets,
+                           at::Tensor* argmax) override;
+
+  // Totals since construction. Wall-clock seconds; with CUDA they include only what the host
+  // waited for.
+  double forward_s = 0;
+  double projection_s = 0;  // project() and cross_entropy()
+  std::int64_t forward_calls = 0;
+  std::int64_t projected_rows = 0;  // hidden rows sent through the output matrix
+
+ private:
+  sdk::ModelHandle& inner_;
+};
+
+}  // namespace loom

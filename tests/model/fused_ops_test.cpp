@@ -1,0 +1,228 @@
+// The fused CPU kernels against the same math written with ordinary differentiable ops:
+// outputs and gradients, fp64 (tight) and fp32, with GQA, packed-segment masks and causality.
+#include <gtest/gtest.h>
+
+#include <limits>
+
+#include "model/fused_attention.hpp"
+#include "model/fused_cross_entropy.hpp"
+#include "model/fused_layers.hpp"
+#include "model/instrumented_model_handle.hpp"
+#include "model/model_handle.hpp"
+#include "train/autocast_guard.hpp"
+
+namespace loom {
+namespace {
+
+struct Case {
+  std::int64_t B, S, H, KV, D;
+  enum { Full, Causal, Masked } kind;
+};
+
+torch::Tensor segment_bias(std::int64_t B, std::int64_t S, torch::ScalarType t) {
+  // Row b: two documents split at S/2 + b, the last token of row 1 is padding (sees itself).
+  auto bias = torch::full({B, S, S}, -std::numeric_limits<double>::infinity(), torch::dtype(t));
+  for (std::int64_t b = 0; b < B; ++b) {
+    const std::int64_t cut = std::min(S - 1, S / 2 + b);
+    bias[b].narrow(0, 0, cut).narrow(1, 0, cut).fill_(0);
+    bias[b].narrow(0, cut, S - cut).narrow(1, cut, S - cut).fill_(0);
+    if (b == 1) {
+      bias[b][S - 1].fill_(-std::numeric_limits<double>::infinity());
+      bias[b].select(1, S - 1).fill_(-std::numeric_limits<double>::infinity());
+      bias[b][S - 1][S - 1] = 0;
+    }
+  }
+  return bias;
+}
+
+void run(const Case& c, torch::ScalarType dtype, double tol) {
+  torch::manual_seed(7);
+  const auto opts = torch::dtype(dtype);
+  auto qkv = torch::randn({c.B, c.S, (c.H + 2 * c.KV) * c.D}, opts);
+  auto pos = torch::arange(c.S, torch::kDouble).unsqueeze(1);
+  auto inv = torch::pow(10000.0, -torch::arange(0, c.D, 2, torch::kDouble) / double(c.D));
+  auto f = pos * inv.unsqueeze(0);
+  auto emb = torch::cat({f, f}, -1).unsqueeze(0).expand({c.B, c.S, c.D});
+  auto cos = emb.cos().to(dtype).contiguous(), sin = emb.sin().to(dtype).contiguous();
+  torch::Tensor bias;
+  if (c.kind == Case::Masked) bias = segment_bias(c.B, c.S, dtype);
+  const bool causal = c.kind == Case::Causal;
+  const AttentionDims dims{c.H, c.KV, c.D};
+  auto grad = torch::randn({c.B, c.S, c.H * c.D}, opts);
+
+  auto a = qkv.clone().requires_grad_(true);
+  auto out_a = fused_rope_attention(a, cos, sin, bias, causal, dims);
+  out_a.backward(grad);
+  auto b = qkv.clone().requires_grad_(true);
+  auto out_b = reference_rope_attention(b, cos, sin, bias, causal, dims);
+  out_b.backward(grad);
+
+  EXPECT_FALSE(out_a.isnan().any().item<bool>());
+  EXPECT_LT((out_a - out_b).abs().max().item<double>(), tol);
+  EXPECT_LT((a.grad() - b.grad()).abs().max().item<double>(), tol);
+}
+
+TEST(FusedAttention, MatchesReferenceInDouble) {
+  run({2, 9, 4, 2, 8, Case::Full}, torch::kDouble, 1e-10);
+  run({2, 9, 4, 2, 8, Case::Causal}, torch::kDouble, 1e-10);
+  run({2, 9, 4, 2, 8, Case::Masked}, torch::kDouble, 1e-10);
+  run({3, 5, 2, 2, 4, Case::Causal}, torch::kDouble, 1e-10);
+}
+
+TEST(FusedAttention, MatchesReferenceInFloat) {
+  run({2, 33, 4, 1, 16, Case::Masked}, torch::kFloat, 1e-4);
+  run({2, 64, 4, 4, 32, Case::Full}, torch::kFloat, 1e-4);
+}
+
+TEST(FusedAttention, RunsInBfloat16) {
+  torch::manual_seed(3);
+  const AttentionDims dims{2, 2, 8};
+  auto qkv = torch::randn({1, 6, 48});
+  auto cos = torch::ones({1, 6, 8}), sin = torch::zeros({1, 6, 8});
+  auto want = reference_rope_attention(qkv, cos, sin, {}, true, dims);
+  auto got = fused_rope_attention(qkv.to(torch::kBFloat16), cos, sin, {}, true, dims);
+  EXPECT_EQ(got.scalar_type(), torch::kBFloat16);
+  EXPECT_LT((got.to(torch::kFloat) - want).abs().max().item<double>(), 5e-2);
+}
+
+void check_cross_entropy(torch::ScalarType dtype, std::int64_t N, std::int64_t H, std::int64_t V,
+                         double tol) {
+  torch::manual_seed(11);
+  auto hidden = torch::randn({N, H}, torch::dtype(dtype));
+  auto weight = torch::randn({V, H}, torch::dtype(dtype)) * 0.5;
+  auto targets = torch::randint(V, {N}, torch::kLong);
+  auto up = torch::rand({N}, torch::dtype(dtype));
+  torch::Tensor results[2][3], argmax[2];
+  for (int fused = 0; fused < 2; ++fused) {
+    auto h = hidden.clone().requires_grad_(true);
+    auto w = weight.clone().requires_grad_(true);
+    auto ce = fused ? linear_cross_entropy(h, w, targets, &argmax[fused])
+                    : reference_linear_cross_entropy(h, w, targets, &argmax[fused]);
+    (ce * up).sum().backward();
+    results[fused][0] = ce.detach();
+    results[fused][1] = h.grad();
+    results[fused][2] = w.grad();
+  }
+  for (int i = 0; i < 3; ++i)
+    EXPECT_LT((results[0][i] - results[1][i]).abs().max().item<double>(), tol) << "output " << i;
+  EXPECT_TRUE(argmax[0].equal(argmax[1]));
+}
+
+TEST(FusedCrossEntropy, MatchesReferenceWithGradients) {
+  check_cross_entropy(torch::kDouble, 7, 5, 11, 1e-12);
+  check_cross_entropy(torch::kDouble, 37, 8, 3000, 1e-12);  // several rows per block
+  check_cross_entropy(torch::kFloat, 5, 16, 70000, 1e-4);    // one row per block
+}
+
+TEST(FusedCrossEntropy, Bfloat16AutocastStaysCloseToFp32) {
+  torch::manual_seed(5);
+  auto hidden = torch::randn({16, 32}), weight = torch::randn({100, 32}) * 0.2;
+  auto targets = torch::randint(100, {16}, torch::kLong);
+  auto want = reference_linear_cross_entropy(hidden, weight, targets);
+  auto h = hidden.clone().requires_grad_(true), w = weight.clone().requires_grad_(true);
+  torch::Tensor got;
+  {
+    AutocastGuard autocast(true, false);
+    ASSERT_TRUE(cpu_autocast_enabled());
+    got = linear_cross_entropy(h, w, targets);
+  }
+  EXPECT_EQ(got.scalar_type(), torch::kFloat);
+  EXPECT_LT((got - want).abs().max().item<double>(), 0.05);
+  got.sum().backward();
+  EXPECT_EQ(h.grad().scalar_type(), torch::kFloat);
+  EXPECT_EQ(w.grad().scalar_type(), torch::kFloat);
+}
+
+template <class Fused, class Ref>
+void check_unary(Fused fused, Ref ref, torch::Tensor x, const std::vector<torch::Tensor>& params,
+                 double tol) {
+  torch::manual_seed(2);
+  std::vector<torch::Tensor> grads[2];
+  torch::Tensor outs[2];
+  for (int f = 0; f < 2; ++f) {
+    auto xi = x.clone().requires_grad_(true);
+    std::vector<torch::Tensor> ps;
+    for (const auto& p : params) ps.push_back(p.clone().requires_grad_(true));
+    auto y = f ? fused(xi, ps) : ref(xi, ps);
+    auto up = torch::sin(torch::arange(y.numel(), torch::kDouble)).reshape(y.sizes()).to(y.scalar_type());
+    (y * up).sum().backward();
+    outs[f] = y.detach().to(torch::kDouble);
+    grads[f].push_back(xi.grad().to(torch::kDouble));
+    for (auto& p : ps) grads[f].push_back(p.grad().to(torch::kDouble));
+  }
+  // Relative to the largest reference value: weight gradients are sums over many rows.
+  auto rel = [](const torch::Tensor& a, const torch::Tensor& b) {
+    return (a - b).abs().max().item<double>() / (1.0 + b.abs().max().item<double>());
+  };
+  EXPECT_LT(rel(outs[1], outs[0]), tol);
+  for (std::size_t i = 0; i < grads[0].size(); ++i)
+    EXPECT_LT(rel(grads[1][i], grads[0][i]), tol) << "gradient " << i;
+}
+
+TEST(FusedLayers, RmsNormMatchesReference) {
+  auto fused = [](const torch::Tensor& x, const std::vector<torch::Tensor>& p) { return rms_norm(x, p[0], 1e-5); };
+  auto ref = [](const torch::Tensor& x, const std::vector<torch::Tensor>& p) { return reference_rms_norm(x, p[0], 1e-5); };
+  for (auto dt : {torch::kDouble, torch::kFloat}) {
+    const double tol = dt == torch::kDouble ? 1e-12 : 1e-4;
+    check_unary(fused, ref, torch::randn({3, 70, 37}, dt), {1.0 + 0.1 * torch::randn({37}, dt)}, tol);
+    check_unary(fused, ref, torch::randn({2000, 256}, dt), {1.0 + 0.1 * torch::randn({256}, dt)}, tol);
+  }
+}
+
+TEST(FusedLayers, SwigluMatchesReference) {
+  auto fused = [](const torch::Tensor& x, const std::vector<torch::Tensor>&) { return swiglu(x); };
+  auto ref = [](const torch::Tensor& x, const std::vector<torch::Tensor>&) { return reference_swiglu(x); };
+  check_unary(fused, ref, torch::randn({3, 5, 2 * 19}, torch::kDouble) * 4, {}, 1e-12);
+  check_unary(fused, ref, torch::randn({300, 2 * 688}) * 4, {}, 1e-4);
+  // Saturated tails: no NaN or inf.
+  auto big = torch::tensor({-200.0, -90.0, 0.0, 90.0, 200.0, 1.0, 1.0, 1.0, 1.0, 1.0}).view({1, 10});
+  auto y = swiglu(big);
+  EXPECT_TRUE(torch::isfinite(y).all().item<bool>());
+  EXPECT_LT((y - reference_swiglu(big)).abs().max().item<double>(), 1e-4);
+  auto yb = swiglu(big.to(torch::kBFloat16));
+  EXPECT_LT((yb.to(torch::kFloat) - reference_swiglu(big)).abs().max().item<double>(), 1.0);
+}
+
+// The SDK's cross_entropy_where through the host's handle (the fused path) gives what the
+// SDK's own fallback through project() gives, values, argmax and weight gradients, and a probe
+// in between counts the projected rows.
+TEST(ModelHandleCrossEntropy, MatchesTheProjectFallback) {
+  torch::manual_seed(11);
+  ModelConfig c;
+  c.vocab_size = 300;
+  c.hidden_size = 32;
+  c.intermediate_size = 48;
+  c.num_hidden_layers = 1;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.max_position_embeddings = 32;
+  LlamaModelHandle handle{LlamaForCausalLM(c)};
+  InstrumentedModelHandle probe(handle);
+  auto ids = torch::randint(c.vocab_size, {2, 12}, torch::kLong);
+  auto where = torch::rand({2, 12}).lt(0.5);
+  where[0][3] = true;
+  auto targets = torch::randint(c.vocab_size, {where.sum().item<std::int64_t>()}, torch::kLong);
+  torch::Tensor ce[2], argmax[2], grad[2];
+  for (int fused = 0; fused < 2; ++fused) {
+    auto out = probe.forward(ids, {}, {}, sdk::AttentionSpec::bidirectional());
+    ce[fused] = sdk::cross_entropy_where(out, fused ? &probe : nullptr, where, targets, &argmax[fused]);
+    ce[fused].sum().backward();
+    auto w = handle.model()->output_weight();
+    grad[fused] = w.grad().clone();
+    w.grad().zero_();
+  }
+  EXPECT_EQ(probe.projected_rows, 2 * targets.numel());
+  EXPECT_LT((ce[0] - ce[1]).abs().max().item<double>(), 1e-5);
+  EXPECT_TRUE(argmax[0].equal(argmax[1]));
+  EXPECT_LT((grad[0] - grad[1]).abs().max().item<double>(), 1e-5);
+  // The value itself, by hand from the logits: logsumexp - logit of the target.
+  auto logits = handle.model()->project(handle.model()->forward(ids, {}, {}, sdk::AttentionSpec::bidirectional()))
+                    .reshape({-1, c.vocab_size})
+                    .index_select(0, where.reshape({-1}).nonzero().squeeze(1))
+                    .to(torch::kDouble);
+  auto by_hand = logits.exp().sum(-1).log() - logits.gather(1, targets.unsqueeze(1)).squeeze(1);
+  EXPECT_LT((ce[1].to(torch::kDouble) - by_hand).abs().max().item<double>(), 1e-5);
+}
+
+}  // namespace
+}  // namespace loom
