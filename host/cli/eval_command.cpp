@@ -61,6 +61,7 @@ int run_eval(const EvalArgs& a) {
       ctx.training = false;
       ctx.repeat = r;
       ctx.seed = cfg.seed;
+      ctx.model = b.model.get();
       plugins.transform_batch(batch, ctx);
       ctx.window = window_totals({batch});
       AutocastGuard autocast(cfg.bf16, b.cuda());

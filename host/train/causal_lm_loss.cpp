@@ -20,16 +20,16 @@ sdk::LossResult causal_lm_loss(const sdk::ModelOutput& out, const sdk::Batch& ba
     r.metrics = {{"accuracy", 0.0}, {"num_targets", 0.0}};
     return r;
   }
-  auto rows = where.reshape({-1}).nonzero().squeeze(1);
-  auto logits = out.project(hidden.reshape({-1, hidden.size(-1)}).index_select(0, rows))
-                    .to(torch::kFloat);  // [N, V]
-  auto ce_sum = torch::nn::functional::cross_entropy(
-      logits, targets, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+  // Through the host's fused projection + cross-entropy when ctx.model has one (no [N, V]
+  // logits kept; see docs/performance.md), else log-softmax of project()'s logits.
+  sdk::ModelOutput shifted{hidden, out.project};
+  torch::Tensor argmax;
+  auto ce = sdk::cross_entropy_where(shifted, ctx.model, where, targets, &argmax);  // [N]
   const double denom = double(std::max<std::int64_t>(1, ctx.window.next_token_targets));
-  r.loss = ce_sum / denom;
+  r.loss = ce.to(torch::kFloat).sum() / denom;
   {
     torch::NoGradGuard no_grad;
-    r.metrics["accuracy"] = logits.argmax(-1).eq(targets).to(torch::kFloat).mean().item<double>();
+    r.metrics["accuracy"] = argmax.eq(targets).to(torch::kFloat).mean().item<double>();
     r.metrics["num_targets"] = double(n);
   }
   return r;

@@ -152,6 +152,7 @@ sdk::StepContext Trainer::context(std::int64_t step, bool training) const {
   c.training = training;
   c.rank = opt_.rank;
   c.world_size = opt_.world_size;
+  c.model = bundle_.model.get();
   return c;
 }
 

@@ -155,9 +155,11 @@ sdk::LossResult diffusion_loss(const sdk::ModelOutput& out, const sdk::Batch& ba
     throw std::runtime_error(
         "diffusion loss: a row's first token is masked, but with logit shift nothing predicts it");
   const at::Tensor where = source_positions(masked.to(device), options.logit_shift);
-  at::Tensor logits = out.logits_where(where).to(at::kFloat);                              // [N, V]
-  at::Tensor target = targets.to(device).masked_select(masked.to(device));                 // [N]
-  at::Tensor ce = -at::log_softmax(logits, -1).gather(1, target.unsqueeze(1)).squeeze(1);  // [N]
+  at::Tensor target = targets.to(device).masked_select(masked.to(device));  // [N]
+  // Per-token cross-entropy; the host's fused projection + loss when it has one (no [N, V]
+  // logits kept), else log-softmax of project()'s logits.
+  at::Tensor argmax;
+  at::Tensor ce = sdk::cross_entropy_where(out, ctx.model, where, target, &argmax).to(at::kFloat);  // [N]
   result.loss = (ce * w_window).sum();
 
   {
@@ -166,7 +168,7 @@ sdk::LossResult diffusion_loss(const sdk::ModelOutput& out, const sdk::Batch& ba
     result.metrics["loss"] = (ce_d * w_local).sum().item<double>();
     result.metrics["ce_loss"] = ce_d.mean().item<double>();
     result.metrics["accuracy"] =
-        logits.detach().argmax(-1).eq(target).to(at::kDouble).mean().item<double>();
+        argmax.eq(target).to(at::kDouble).mean().item<double>();
     double p_sum = 0;
     for (const auto& t : tokens) p_sum += t.p;
     result.metrics["avg_p_mask"] = p_sum / static_cast<double>(n_masked);
