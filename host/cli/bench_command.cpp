@@ -1,9 +1,282 @@
-// `trainer bench`: placeholder until the benchmark lands (issue 5).
+// `trainer bench`: full optimizer steps of the configured objective (plugins included) on
+// random tokens, timed, as one JSON object on stdout. See docs/performance.md.
+//
+// The step is the trainer's (Trainer::train_step): window -> clone to device -> plugin batch
+// transforms -> window totals -> per micro-batch attention, forward, loss (plugin or causal),
+// backward -> clip_grad_norm -> AdamW -> zero_grad. It is spelled out here rather than called
+// because the Trainer reads its rows from dataset files, and because the bench times each
+// phase.
+#include <sys/resource.h>
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+#if __has_include(<torch/csrc/autograd/profiler_legacy.h>)
+#include <torch/csrc/autograd/profiler_legacy.h>
+#define LOOM_HAVE_RECORD_PROFILE 1
+#endif
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+#include "cli/command_setup.hpp"
 #include "cli/commands.hpp"
+#include "data/random_batches.hpp"
 #include "errors.hpp"
+#include "model/instrumented_model_handle.hpp"
+#include "train/adamw.hpp"
+#include "train/autocast_guard.hpp"
+#include "train/causal_lm_loss.hpp"
+#include "train/lr_schedule.hpp"
+#include "train/model_bundle.hpp"
+#include "train/trainer.hpp"
 
 namespace loom {
+namespace {
 
-int run_bench(const BenchArgs&) { throw UserError("trainer bench is not implemented yet"); }
+using Clock = std::chrono::steady_clock;
+
+double seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const auto n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+double peak_rss_mb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return double(u.ru_maxrss) / 1024.0;  // KiB on Linux
+}
+
+// Best GEMM rate of this process for `dtype`, square n x n x n products (what the BLAS or
+// oneDNN reaches with the configured threads).
+double measure_peak_matmul_gflops(torch::ScalarType dtype, const torch::Device& device) {
+  torch::NoGradGuard no_grad;
+  double best = 0;
+  for (std::int64_t n : {1024, 2048}) {
+    auto opts = torch::TensorOptions().dtype(dtype).device(device);
+    auto a = torch::randn({n, n}, opts), b = torch::randn({n, n}, opts);
+    auto c = torch::mm(a, b);  // warm up (and let oneDNN pick its kernel)
+    for (int rep = 0; rep < 4; ++rep) {
+      const auto t0 = Clock::now();
+      torch::mm_out(c, a, b);
+      if (device.is_cuda()) c.cpu();
+      const double s = seconds(t0, Clock::now());
+      best = std::max(best, 2.0 * double(n) * double(n) * double(n) / s / 1e9);
+    }
+  }
+  return best;
+}
+
+struct Phases {
+  double data = 0, forward = 0, loss = 0, backward = 0, optimizer = 0;
+};
+
+}  // namespace
+
+int run_bench(const BenchArgs& a) {
+  TrainConfig cfg = config_for(a.common);
+  PluginSet plugins = plugins_for(a.common, cfg);
+  const int threads = cfg.threads > 0 ? cfg.threads
+                                      : int(std::max(1u, std::thread::hardware_concurrency()));
+  at::set_num_threads(threads);
+
+  sdk::RunInfo run;
+  run.seed = cfg.seed;
+  run.output_dir = cfg.output_dir;
+  run.base_model = cfg.base_model;
+  run.sequence_len = cfg.sequence_len;
+  run.micro_batch_size = cfg.micro_batch_size;
+  run.gradient_accumulation_steps = cfg.gradient_accumulation_steps;
+  run.bf16 = cfg.bf16;
+  run.command = "bench";
+  plugins.configure(cfg, run);
+  ModelBundle bundle = build_model_bundle(cfg, {}, plugins);
+  auto& handle = *bundle.model;
+  auto& model = handle.model();
+  const ModelConfig& mc = model->config();
+
+  const std::int64_t total = a.warmup + a.steps;
+  AdamW optimizer(named_weights(model), AdamWOptions{cfg.adam_beta1, cfg.adam_beta2,
+                                                     cfg.adam_epsilon, cfg.weight_decay});
+  const std::int64_t warmup_lr = cfg.warmup_steps >= 0
+                                     ? cfg.warmup_steps
+                                     : std::int64_t(std::ceil(cfg.warmup_ratio * double(total)));
+  LrSchedule schedule(cfg.lr_scheduler, cfg.learning_rate, warmup_lr, total);
+
+  // Ids 0..V-2 without special tokens: the reference draws from [0, V-1) and uses V-1 as the
+  // mask token, as the bench configs do.
+  const Tokenizer& tok = *bundle.tokenizer;
+  const std::int64_t V = mc.vocab_size;
+  RandomTokenBatches data(
+      allowed_token_ids(V - 1, [&](std::int64_t id) { return id < tok.vocab_size() && tok.is_special(id); }),
+      cfg.micro_batch_size, cfg.sequence_len, cfg.gradient_accumulation_steps, cfg.seed);
+  std::vector<torch::Tensor> params = model->parameters();
+  // Weights and optimizer state are in memory now; gradients and activations come with the
+  // first step.
+  const double setup_rss_mb = peak_rss_mb();
+
+  // The plugins see the model through a probe that counts the rows the loss projects onto the
+  // vocabulary (project() or the fused cross_entropy()).
+  InstrumentedModelHandle probe(handle);
+  std::int64_t projected_rows = 0, step_tokens = 0;
+  std::vector<double> step_s, losses;
+  std::vector<Phases> phases;
+#ifdef LOOM_HAVE_RECORD_PROFILE
+  std::unique_ptr<torch::autograd::profiler::RecordProfile> trace;
+#else
+  std::unique_ptr<int> trace;
+  if (!a.profile.empty()) throw UserError("--profile: this libtorch has no legacy profiler");
+#endif
+  for (std::int64_t step = 0; step < total; ++step) {
+#ifdef LOOM_HAVE_RECORD_PROFILE
+    if (step == a.warmup && !a.profile.empty())
+      trace = std::make_unique<torch::autograd::profiler::RecordProfile>(a.profile);
+#endif
+    Phases ph;
+    const auto t0 = Clock::now();
+    handle.set_training(true);
+    sdk::StepContext ctx;
+    ctx.step = step;
+    ctx.accumulation_steps = cfg.gradient_accumulation_steps;
+    ctx.seed = cfg.seed;
+    ctx.training = true;
+    ctx.model = &probe;
+    std::vector<sdk::Batch> window = data.window(step);
+    for (std::size_t i = 0; i < window.size(); ++i) {
+      window[i] = clone_batch(window[i], bundle.device);
+      ctx.micro_step = std::int64_t(i);
+      plugins.transform_batch(window[i], ctx);
+    }
+    ctx.window = window_totals(window);
+    auto t1 = Clock::now();
+    ph.data = seconds(t0, t1);
+
+    double loss = 0;
+    const std::int64_t rows_before = probe.projected_rows;
+    for (std::size_t i = 0; i < window.size(); ++i) {
+      ctx.micro_step = std::int64_t(i);
+      const sdk::Batch& batch = window[i];
+      sdk::LossResult r;
+      {
+        AutocastGuard autocast(cfg.bf16, bundle.cuda());
+        sdk::AttentionSpec attention = plugins.attention(batch, ctx);
+        sdk::ModelOutput mo =
+            probe.forward(batch.input_ids, batch.position_ids, batch.segment_ids, attention);
+        auto t2 = Clock::now();
+        ph.forward += seconds(t1, t2);
+        r = plugins.owns_loss() ? plugins.loss(mo, batch, ctx) : causal_lm_loss(mo, batch, ctx);
+        t1 = Clock::now();
+        ph.loss += seconds(t2, t1);
+      }
+      r.loss.backward();
+      loss += r.loss.item<double>();
+      const auto t3 = Clock::now();
+      ph.backward += seconds(t1, t3);
+      t1 = t3;
+    }
+    clip_grad_norm(params, cfg.max_grad_norm);
+    optimizer.step(schedule.at(step));
+    optimizer.zero_grad();
+    const auto t4 = Clock::now();
+    ph.optimizer = seconds(t1, t4);
+    losses.push_back(loss);
+    if (step >= a.warmup) {
+      step_s.push_back(seconds(t0, t4));
+      phases.push_back(ph);
+      projected_rows += probe.projected_rows - rows_before;
+      step_tokens = cfg.micro_batch_size * cfg.sequence_len * cfg.gradient_accumulation_steps;
+    }
+  }
+  trace.reset();
+  const double rss_mb = peak_rss_mb();
+
+  // FLOPs per token, analytic: 6 x (matmul parameters) for forward and backward, the output
+  // matrix counted at the rows the loss projected, plus attention (QK^T and AV over the full
+  // S x S, as computed: 2 x 2 x S x heads x head_dim per layer forward).
+  const double H = double(mc.hidden_size), F = double(mc.intermediate_size);
+  const double Dq = double(mc.num_attention_heads * mc.head_dim());
+  const double Dkv = double(mc.num_key_value_heads * mc.head_dim());
+  const double L = double(mc.num_hidden_layers), S = double(cfg.sequence_len);
+  const double layer_params = L * (H * Dq + 2 * H * Dkv + Dq * H + 3 * H * F);
+  const double head_params = H * double(V);
+  const double tokens = double(step_tokens) * double(a.steps);
+  const double head_share = tokens > 0 ? double(projected_rows) / tokens : 0;
+  const double attention = L * 12.0 * S * Dq;
+  const double flops_per_token = 6.0 * (layer_params + head_params * head_share) + attention;
+  const double model_flops_per_token = 6.0 * (layer_params + head_params) + attention;
+
+  const double step_med = median(step_s);
+  const double tokens_per_s = double(step_tokens) / step_med;
+  const double achieved = flops_per_token * tokens_per_s / 1e9;
+  const auto dtype = cfg.bf16 ? torch::kBFloat16 : torch::kFloat;
+  const double peak = measure_peak_matmul_gflops(dtype, bundle.device);
+
+  std::int64_t n_params = 0;
+  double grad_mb = 0;
+  for (const auto& p : params) {
+    n_params += p.numel();
+    grad_mb += double(p.numel() * p.element_size()) / (1024.0 * 1024.0);
+  }
+  auto phase_median = [&](double Phases::*field) {
+    std::vector<double> v;
+    for (const auto& p : phases) v.push_back(p.*field);
+    return median(v);
+  };
+  auto mean_tail = [&](std::size_t n) {
+    n = std::min(n, losses.size());
+    double s = 0;
+    for (std::size_t i = losses.size() - n; i < losses.size(); ++i) s += losses[i];
+    return n ? s / double(n) : 0.0;
+  };
+
+  nlohmann::json j;
+  j["tokens_per_s"] = tokens_per_s;
+  j["step_s"] = step_med;
+  j["flops_per_token"] = flops_per_token;
+  j["model_flops_per_token"] = model_flops_per_token;
+  j["achieved_gflops"] = achieved;
+  j["peak_matmul_gflops"] = peak;
+  j["mfu"] = peak > 0 ? achieved / peak : 0.0;
+  j["peak_rss_mb"] = rss_mb;
+  // What a step adds beyond weights, optimizer state and gradients: activations kept for
+  // backward and transient buffers (peak RSS - RSS after setup - gradient bytes).
+  j["activation_mb"] = std::max(0.0, rss_mb - setup_rss_mb - grad_mb);
+  j["lm_head_rows_per_token"] = head_share;
+  j["phases_s"] = {{"data", phase_median(&Phases::data)},
+                   {"forward", phase_median(&Phases::forward)},
+                   {"loss", phase_median(&Phases::loss)},
+                   {"backward", phase_median(&Phases::backward)},
+                   {"optimizer", phase_median(&Phases::optimizer)}};
+  j["loss_first"] = losses.empty() ? 0.0 : losses.front();
+  j["loss_last"] = losses.empty() ? 0.0 : losses.back();
+  j["loss_last10_mean"] = mean_tail(10);
+  j["shapes"] = {{"hidden", mc.hidden_size},
+                 {"layers", mc.num_hidden_layers},
+                 {"heads", mc.num_attention_heads},
+                 {"kv_heads", mc.num_key_value_heads},
+                 {"ffn", mc.intermediate_size},
+                 {"vocab", V},
+                 {"seq", cfg.sequence_len},
+                 {"batch", cfg.micro_batch_size},
+                 {"accumulation", cfg.gradient_accumulation_steps},
+                 {"params", n_params},
+                 {"tied_embeddings", mc.tie_word_embeddings}};
+  j["dtype"] = cfg.bf16 ? "bf16-autocast" : "fp32";
+  j["threads"] = threads;
+  j["gradient_checkpointing"] = cfg.gradient_checkpointing;
+  j["device"] = bundle.cuda() ? "cuda" : "cpu";
+  j["steps"] = a.steps;
+  j["warmup"] = a.warmup;
+  std::fflush(stdout);
+  std::printf("%s\n", j.dump().c_str());
+  return 0;
+}
 
 }  // namespace loom

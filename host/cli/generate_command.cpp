@@ -2,6 +2,8 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <cstdio>
 #include <iostream>
 #include <sstream>
 
@@ -9,6 +11,7 @@
 #include "cli/commands.hpp"
 #include "errors.hpp"
 #include "io/hf_config.hpp"
+#include "model/instrumented_model_handle.hpp"
 #include "train/model_bundle.hpp"
 
 namespace loom {
@@ -28,6 +31,9 @@ sdk::RunInfo run_info(const TrainConfig& cfg, const std::string& command) {
   run.command = command;
   return run;
 }
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 }  // namespace
 
@@ -50,6 +56,7 @@ ModelBundle load_checkpoint_for(const std::string& command, const fs::path& ckpt
 int run_generate(const GenerateArgs& a) {
   const fs::path ckpt = a.checkpoint;
   TrainConfig cfg = config_for(a.common, ckpt);
+  if (cfg.threads > 0) at::set_num_threads(cfg.threads);  // once, as training does
   PluginSet plugins = plugins_for(a.common, cfg);
   ModelBundle b = load_checkpoint_for("generate", ckpt, cfg, plugins);
   LoadedPlugin* sampler = plugins.sampler();
@@ -71,14 +78,33 @@ int run_generate(const GenerateArgs& a) {
     req.block_length = a.block_length;
     req.seed = a.seed;
     sdk::GenerateResult r;
+    InstrumentedModelHandle timed(*b.model);
+    const auto t0 = Clock::now();
     try {
-      r = sampler->plugin->generate(*b.model, *b.tokenizer, req, colour);
+      r = sampler->plugin->generate(a.profile ? static_cast<sdk::ModelHandle&>(timed) : *b.model,
+                                    *b.tokenizer, req, colour);
     } catch (const UserError&) {
       throw;
     } catch (const std::exception& e) {
       throw UserError("plugin '" + sampler->name + "' failed in hook generate: " + e.what());
     }
+    const double total = since(t0);
     std::cout << r.rendered << std::endl;
+    if (a.profile) {
+      // Generated tokens: the completion, or the masked prompt tokens filled back.
+      std::int64_t generated = 0;
+      for (std::size_t i = 0; i < r.masked.size() && i < r.generated.size(); ++i)
+        generated += r.masked[i] != r.generated[i] ? 1 : 0;
+      if (req.complete_tokens > 0) generated = req.complete_tokens;
+      const double model_s = timed.forward_s + timed.projection_s;
+      std::fprintf(stderr,
+                   "{\"generated_tokens\": %lld, \"seconds\": %.6f, \"tokens_per_s\": %.3f, "
+                   "\"forward_calls\": %lld, \"model_forward_s\": %.6f, \"projection_s\": %.6f, "
+                   "\"outside_model_s\": %.6f, \"outside_model_share\": %.4f, \"threads\": %d}\n",
+                   static_cast<long long>(generated), total, double(generated) / total,
+                   static_cast<long long>(timed.forward_calls), timed.forward_s, timed.projection_s,
+                   total - model_s, (total - model_s) / total, at::get_num_threads());
+    }
   };
   if (a.prompt) {
     generate(*a.prompt, a.complete, a.mask);
