@@ -1,11 +1,10 @@
 // `trainer bench`: full optimizer steps of the configured objective (plugins included) on
 // random tokens, timed, as one JSON object on stdout. See docs/performance.md.
 //
-// The step is the trainer's (Trainer::train_step): window -> clone to device -> plugin batch
-// transforms -> window totals -> per micro-batch attention, forward, loss (plugin or causal),
-// backward -> clip_grad_norm -> AdamW -> zero_grad. It is spelled out here rather than called
-// because the Trainer reads its rows from dataset files, and because the bench times each
-// phase.
+// Each step is Trainer::train_step, the step `trainer train` runs, fed with random-token
+// windows (TrainOptions::batch_source) instead of the dataset: window -> device -> plugin
+// batch transforms -> window totals -> per micro-batch attention, forward, loss, backward ->
+// clip -> AdamW -> zero_grad, each phase timed by the trainer.
 #include <sys/resource.h>
 
 #include <nlohmann/json.hpp>
@@ -18,17 +17,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <thread>
 
 #include "cli/command_setup.hpp"
 #include "cli/commands.hpp"
 #include "data/random_batches.hpp"
 #include "errors.hpp"
-#include "model/instrumented_model_handle.hpp"
-#include "train/adamw.hpp"
-#include "train/autocast_guard.hpp"
-#include "train/causal_lm_loss.hpp"
-#include "train/lr_schedule.hpp"
 #include "train/model_bundle.hpp"
 #include "train/trainer.hpp"
 
@@ -74,60 +67,37 @@ double measure_peak_matmul_gflops(torch::ScalarType dtype, const torch::Device& 
   return best;
 }
 
-struct Phases {
-  double data = 0, forward = 0, loss = 0, backward = 0, optimizer = 0;
-};
-
 }  // namespace
 
 int run_bench(const BenchArgs& a) {
   TrainConfig cfg = config_for(a.common);
   PluginSet plugins = plugins_for(a.common, cfg);
-  const int threads = cfg.threads > 0 ? cfg.threads
-                                      : int(std::max(1u, std::thread::hardware_concurrency()));
-  at::set_num_threads(threads);
-
-  sdk::RunInfo run;
-  run.seed = cfg.seed;
-  run.output_dir = cfg.output_dir;
-  run.base_model = cfg.base_model;
-  run.sequence_len = cfg.sequence_len;
-  run.micro_batch_size = cfg.micro_batch_size;
-  run.gradient_accumulation_steps = cfg.gradient_accumulation_steps;
-  run.bf16 = cfg.bf16;
-  run.command = "bench";
-  plugins.configure(cfg, run);
-  ModelBundle bundle = build_model_bundle(cfg, {}, plugins);
-  auto& handle = *bundle.model;
-  auto& model = handle.model();
-  const ModelConfig& mc = model->config();
-
   const std::int64_t total = a.warmup + a.steps;
-  AdamW optimizer(named_weights(model), AdamWOptions{cfg.adam_beta1, cfg.adam_beta2,
-                                                     cfg.adam_epsilon, cfg.weight_decay});
-  const std::int64_t warmup_lr = cfg.warmup_steps >= 0
-                                     ? cfg.warmup_steps
-                                     : std::int64_t(std::ceil(cfg.warmup_ratio * double(total)));
-  LrSchedule schedule(cfg.lr_scheduler, cfg.learning_rate, warmup_lr, total);
+  cfg.max_steps = total;  // the LR schedule spans the bench's steps
 
   // Ids 0..V-2 without special tokens: the reference draws from [0, V-1) and uses V-1 as the
   // mask token, as the bench configs do.
-  const Tokenizer& tok = *bundle.tokenizer;
+  TrainOptions opt;
+  opt.progress = false;
+  opt.batch_source = [&cfg](const Tokenizer& tok, std::int64_t V) -> std::unique_ptr<BatchSource> {
+    return std::make_unique<RandomTokenBatches>(
+        allowed_token_ids(V - 1, [&](std::int64_t id) { return id < tok.vocab_size() && tok.is_special(id); }),
+        cfg.micro_batch_size, cfg.sequence_len, cfg.gradient_accumulation_steps, cfg.seed);
+  };
+  Trainer trainer(cfg, plugins, opt);
+  auto& handle = *trainer.bundle().model;
+  auto& model = handle.model();
+  const ModelConfig& mc = model->config();
   const std::int64_t V = mc.vocab_size;
-  RandomTokenBatches data(
-      allowed_token_ids(V - 1, [&](std::int64_t id) { return id < tok.vocab_size() && tok.is_special(id); }),
-      cfg.micro_batch_size, cfg.sequence_len, cfg.gradient_accumulation_steps, cfg.seed);
+  const int threads = at::get_num_threads();
   std::vector<torch::Tensor> params = model->parameters();
   // Weights and optimizer state are in memory now; gradients and activations come with the
   // first step.
   const double setup_rss_mb = peak_rss_mb();
 
-  // The plugins see the model through a probe that counts the rows the loss projects onto the
-  // vocabulary (project() or the fused cross_entropy()).
-  InstrumentedModelHandle probe(handle);
   std::int64_t projected_rows = 0, step_tokens = 0;
   std::vector<double> step_s, losses;
-  std::vector<Phases> phases;
+  std::vector<StepPhases> phases;
 #ifdef LOOM_HAVE_RECORD_PROFILE
   std::unique_ptr<torch::autograd::profiler::RecordProfile> trace;
 #else
@@ -139,59 +109,15 @@ int run_bench(const BenchArgs& a) {
     if (step == a.warmup && !a.profile.empty())
       trace = std::make_unique<torch::autograd::profiler::RecordProfile>(a.profile);
 #endif
-    Phases ph;
-    const auto t0 = Clock::now();
-    handle.set_training(true);
-    sdk::StepContext ctx;
-    ctx.step = step;
-    ctx.accumulation_steps = cfg.gradient_accumulation_steps;
-    ctx.seed = cfg.seed;
-    ctx.training = true;
-    ctx.model = &probe;
-    std::vector<sdk::Batch> window = data.window(step);
-    for (std::size_t i = 0; i < window.size(); ++i) {
-      window[i] = clone_batch(window[i], bundle.device);
-      ctx.micro_step = std::int64_t(i);
-      plugins.transform_batch(window[i], ctx);
-    }
-    ctx.window = window_totals(window);
-    auto t1 = Clock::now();
-    ph.data = seconds(t0, t1);
-
-    double loss = 0;
-    const std::int64_t rows_before = probe.projected_rows;
-    for (std::size_t i = 0; i < window.size(); ++i) {
-      ctx.micro_step = std::int64_t(i);
-      const sdk::Batch& batch = window[i];
-      sdk::LossResult r;
-      {
-        AutocastGuard autocast(cfg.bf16, bundle.cuda());
-        sdk::AttentionSpec attention = plugins.attention(batch, ctx);
-        sdk::ModelOutput mo =
-            probe.forward(batch.input_ids, batch.position_ids, batch.segment_ids, attention);
-        auto t2 = Clock::now();
-        ph.forward += seconds(t1, t2);
-        r = plugins.owns_loss() ? plugins.loss(mo, batch, ctx) : causal_lm_loss(mo, batch, ctx);
-        t1 = Clock::now();
-        ph.loss += seconds(t2, t1);
-      }
-      r.loss.backward();
-      loss += r.loss.item<double>();
-      const auto t3 = Clock::now();
-      ph.backward += seconds(t1, t3);
-      t1 = t3;
-    }
-    clip_grad_norm(params, cfg.max_grad_norm);
-    optimizer.step(schedule.at(step));
-    optimizer.zero_grad();
-    const auto t4 = Clock::now();
-    ph.optimizer = seconds(t1, t4);
-    losses.push_back(loss);
+    const std::int64_t rows_before = handle.projected_rows();
+    // The trainer's own step: the same code path as `trainer train`.
+    StepOutcome o = trainer.train_step(step);
+    losses.push_back(o.loss);
     if (step >= a.warmup) {
-      step_s.push_back(seconds(t0, t4));
-      phases.push_back(ph);
-      projected_rows += probe.projected_rows - rows_before;
-      step_tokens = cfg.micro_batch_size * cfg.sequence_len * cfg.gradient_accumulation_steps;
+      step_s.push_back(o.seconds);
+      phases.push_back(o.phases);
+      projected_rows += handle.projected_rows() - rows_before;
+      step_tokens = o.tokens;
     }
   }
   trace.reset();
@@ -216,7 +142,7 @@ int run_bench(const BenchArgs& a) {
   const double tokens_per_s = double(step_tokens) / step_med;
   const double achieved = flops_per_token * tokens_per_s / 1e9;
   const auto dtype = cfg.bf16 ? torch::kBFloat16 : torch::kFloat;
-  const double peak = measure_peak_matmul_gflops(dtype, bundle.device);
+  const double peak = measure_peak_matmul_gflops(dtype, trainer.bundle().device);
 
   std::int64_t n_params = 0;
   double grad_mb = 0;
@@ -224,7 +150,7 @@ int run_bench(const BenchArgs& a) {
     n_params += p.numel();
     grad_mb += double(p.numel() * p.element_size()) / (1024.0 * 1024.0);
   }
-  auto phase_median = [&](double Phases::*field) {
+  auto phase_median = [&](double StepPhases::*field) {
     std::vector<double> v;
     for (const auto& p : phases) v.push_back(p.*field);
     return median(v);
@@ -249,11 +175,11 @@ int run_bench(const BenchArgs& a) {
   // backward and transient buffers (peak RSS - RSS after setup - gradient bytes).
   j["activation_mb"] = std::max(0.0, rss_mb - setup_rss_mb - grad_mb);
   j["lm_head_rows_per_token"] = head_share;
-  j["phases_s"] = {{"data", phase_median(&Phases::data)},
-                   {"forward", phase_median(&Phases::forward)},
-                   {"loss", phase_median(&Phases::loss)},
-                   {"backward", phase_median(&Phases::backward)},
-                   {"optimizer", phase_median(&Phases::optimizer)}};
+  j["phases_s"] = {{"data", phase_median(&StepPhases::data)},
+                   {"forward", phase_median(&StepPhases::forward)},
+                   {"loss", phase_median(&StepPhases::loss)},
+                   {"backward", phase_median(&StepPhases::backward)},
+                   {"optimizer", phase_median(&StepPhases::optimizer)}};
   j["loss_first"] = losses.empty() ? 0.0 : losses.front();
   j["loss_last"] = losses.empty() ? 0.0 : losses.back();
   j["loss_last10_mean"] = mean_tail(10);
@@ -271,7 +197,7 @@ int run_bench(const BenchArgs& a) {
   j["dtype"] = cfg.bf16 ? "bf16-autocast" : "fp32";
   j["threads"] = threads;
   j["gradient_checkpointing"] = cfg.gradient_checkpointing;
-  j["device"] = bundle.cuda() ? "cuda" : "cpu";
+  j["device"] = trainer.bundle().cuda() ? "cuda" : "cpu";
   j["steps"] = a.steps;
   j["warmup"] = a.warmup;
   std::fflush(stdout);

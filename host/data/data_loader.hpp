@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "data/batch_source.hpp"
 #include "data/packed_rows.hpp"
 #include "loom/sdk/batch.hpp"
 
@@ -20,14 +21,13 @@ struct LoaderShape {
   int rank = 0;
 };
 
-class DataLoader {
+class DataLoader : public BatchSource {
  public:
   DataLoader(PackedRows rows, LoaderShape shape, std::uint64_t seed);
 
   std::int64_t rows() const { return rows_.rows(); }
-  std::int64_t windows_per_epoch() const;
-  // The micro-batches this rank trains on at optimizer step `step` (0-based), on CPU.
-  std::vector<sdk::Batch> window(std::int64_t step) const;
+  std::int64_t windows_per_epoch() const override;
+  std::vector<sdk::Batch> window(std::int64_t step) const override;
   // Every row once, in order, as micro-batches; batch i belongs to rank i % world_size.
   std::vector<sdk::Batch> sequential_batches() const;
 

@@ -1,5 +1,7 @@
 #include "data/random_batches.hpp"
 
+#include <limits>
+
 #include "errors.hpp"
 
 namespace loom {
@@ -14,6 +16,10 @@ RandomTokenBatches::RandomTokenBatches(std::vector<std::int64_t> allowed, std::i
   allowed_ = torch::tensor(allowed, torch::kLong);
   segments_ = torch::ones({rows, seq_len}, torch::kLong);
   positions_ = torch::arange(seq_len, torch::kLong).unsqueeze(0).expand({rows, seq_len}).contiguous();
+}
+
+std::int64_t RandomTokenBatches::windows_per_epoch() const {
+  return std::numeric_limits<std::int64_t>::max();
 }
 
 std::vector<sdk::Batch> RandomTokenBatches::window(std::int64_t step) const {

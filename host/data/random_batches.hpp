@@ -8,19 +8,20 @@
 #include <cstdint>
 #include <vector>
 
-#include "loom/sdk/batch.hpp"
+#include "data/batch_source.hpp"
 
 namespace loom {
 
-class RandomTokenBatches {
+class RandomTokenBatches : public BatchSource {
  public:
   // Token ids are drawn uniformly from `allowed` (e.g. every id except special tokens and the
   // mask token). `rows` per micro-batch, `accumulation` micro-batches per window.
   RandomTokenBatches(std::vector<std::int64_t> allowed, std::int64_t rows, std::int64_t seq_len,
                      std::int64_t accumulation, std::uint64_t seed);
 
-  // The micro-batches of optimizer step `step`, on the CPU.
-  std::vector<sdk::Batch> window(std::int64_t step) const;
+  // Random data has no epochs: one "epoch" is as many steps as an int64 holds.
+  std::int64_t windows_per_epoch() const override;
+  std::vector<sdk::Batch> window(std::int64_t step) const override;
 
  private:
   torch::Tensor allowed_;  // [A] int64

@@ -12,24 +12,9 @@
 
 #include "model/cpu_kernels.hpp"
 #include "model/parallel_blocks.hpp"
+#include "train/autocast_guard.hpp"
 
 namespace loom {
-
-bool cpu_autocast_enabled() {
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-  return at::autocast::is_autocast_enabled(at::kCPU);
-#else
-  return at::autocast::is_cpu_enabled();
-#endif
-}
-
-bool cuda_autocast_enabled() {
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-  return at::autocast::is_autocast_enabled(at::kCUDA);
-#else
-  return at::autocast::is_enabled();
-#endif
-}
 
 torch::ScalarType cpu_autocast_dtype() {
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
@@ -156,7 +141,7 @@ torch::Tensor linear_cross_entropy(const torch::Tensor& hidden, const torch::Ten
       hidden.size(0) != targets.size(0) || hidden.size(1) != weight.size(1))
     throw std::invalid_argument("cross_entropy: expected hidden [N, H], weight [V, H], targets [N]");
   auto ct = hidden.scalar_type();
-  if (cpu_autocast_enabled() && ct == torch::kFloat) ct = cpu_autocast_dtype();
+  if (autocast_enabled(/*cuda=*/false) && ct == torch::kFloat) ct = cpu_autocast_dtype();
   if (!hidden.device().is_cpu() || hidden.size(0) == 0 ||
       !(ct == torch::kFloat || ct == torch::kDouble || ct == torch::kBFloat16))
     return reference_linear_cross_entropy(hidden, weight, targets, argmax);

@@ -27,10 +27,8 @@ torch::Tensor reference_linear_cross_entropy(const torch::Tensor& hidden,
                                              const torch::Tensor& targets,
                                              torch::Tensor* argmax = nullptr);
 
-// Whether bf16 (or another lower-precision) autocast is on for the CPU (or CUDA), and the
-// CPU's autocast dtype.
-bool cpu_autocast_enabled();
-bool cuda_autocast_enabled();
+// The CPU's autocast dtype (bf16 unless someone changed it); see train/autocast_guard.hpp
+// for whether autocast is on.
 torch::ScalarType cpu_autocast_dtype();
 
 }  // namespace loom

@@ -1,5 +1,7 @@
 #include "model/model_handle.hpp"
 
+#include <algorithm>
+
 #include "model/fused_cross_entropy.hpp"
 
 namespace loom {
@@ -10,13 +12,16 @@ sdk::ModelOutput LlamaModelHandle::forward(const at::Tensor& input_ids,
                                            const sdk::AttentionSpec& attention) {
   sdk::ModelOutput out;
   out.hidden = model_->forward(input_ids, position_ids, segment_ids, attention);
-  auto* m = model_.get();
-  out.project = [m](const at::Tensor& h) { return m->project(h); };
+  out.project = [this](const at::Tensor& h) {
+    projected_rows_ += h.numel() / std::max<std::int64_t>(1, h.size(-1));
+    return model_->project(h);
+  };
   return out;
 }
 
 at::Tensor LlamaModelHandle::cross_entropy(const at::Tensor& hidden, const at::Tensor& targets,
                                            at::Tensor* argmax) {
+  projected_rows_ += hidden.size(0);
   return linear_cross_entropy(hidden, model_->output_weight(), targets, argmax);
 }
 

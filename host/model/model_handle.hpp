@@ -27,9 +27,13 @@ class LlamaModelHandle : public sdk::ModelHandle {
                            at::Tensor* argmax) override;
 
   LlamaForCausalLM& model() { return model_; }
+  // Hidden rows sent through the output matrix so far (project() and cross_entropy()):
+  // `trainer bench` counts the LM head's FLOPs with it.
+  std::int64_t projected_rows() const { return projected_rows_; }
 
  private:
   LlamaForCausalLM model_;
+  std::int64_t projected_rows_ = 0;
 };
 
 }  // namespace loom

@@ -105,9 +105,12 @@ void Trainer::setup() {
   bundle_ = build_model_bundle(cfg_, resume_from_, plugins_);
   dp_.broadcast_parameters(parameters());  // replicas start equal (as DDP's constructor does)
   run.device = bundle_.cuda() ? "cuda" : "cpu";
-  data_ = build_training_data(cfg_, *bundle_.tokenizer, opt_.rank, opt_.world_size);
+  if (opt_.batch_source)
+    custom_source_ = opt_.batch_source(*bundle_.tokenizer, bundle_.model->vocab_size());
+  else
+    data_ = build_training_data(cfg_, *bundle_.tokenizer, opt_.rank, opt_.world_size);
 
-  const std::int64_t per_epoch = data_.train->windows_per_epoch();
+  const std::int64_t per_epoch = train_source().windows_per_epoch();
   total_steps_ = cfg_.max_steps > 0 ? cfg_.max_steps
                                     : std::max<std::int64_t>(1, std::int64_t(std::ceil(cfg_.num_epochs * double(per_epoch))));
   const std::int64_t warmup = cfg_.warmup_steps >= 0
@@ -136,12 +139,16 @@ void Trainer::setup() {
 
 std::vector<torch::Tensor> Trainer::parameters() { return bundle_.model->model()->parameters(); }
 
+const BatchSource& Trainer::train_source() const {
+  return custom_source_ ? *custom_source_ : *data_.train;
+}
+
 std::int64_t Trainer::global_batch_rows() const {
   return cfg_.micro_batch_size * cfg_.gradient_accumulation_steps * opt_.world_size;
 }
 
 double Trainer::epoch_at(std::int64_t step) const {
-  return double(step) / double(data_.train->windows_per_epoch());
+  return double(step) / double(train_source().windows_per_epoch());
 }
 
 sdk::StepContext Trainer::context(std::int64_t step, bool training) const {
@@ -171,13 +178,20 @@ sdk::TrainerState Trainer::state(std::int64_t step) {
 }
 
 StepOutcome Trainer::train_step(std::int64_t step) {
-  const auto t0 = std::chrono::steady_clock::now();
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
+  StepOutcome out;
+  auto lap = [t = t0](double& phase) mutable {
+    const auto now = Clock::now();
+    phase += std::chrono::duration<double>(now - t).count();
+    t = now;
+  };
   auto& model = *bundle_.model;
   model.set_training(true);
   sdk::StepContext ctx = context(step, true);
 
   // 1. data for the whole window, through the plugins' batch transforms
-  std::vector<sdk::Batch> window = data_.train->window(step);
+  std::vector<sdk::Batch> window = train_source().window(step);
   for (std::size_t i = 0; i < window.size(); ++i) {
     window[i] = clone_batch(window[i], bundle_.device);
     ctx.micro_step = std::int64_t(i);
@@ -185,9 +199,9 @@ StepOutcome Trainer::train_step(std::int64_t step) {
   }
   ctx.window = window_totals(window);
   dp_.sum_totals(ctx.window, step);  // losses are normalised by the global window
+  lap(out.phases.data);
 
   // 2. forward, loss and backward per micro-batch; gradients accumulate
-  StepOutcome out;
   for (std::size_t i = 0; i < window.size(); ++i) {
     ctx.micro_step = std::int64_t(i);
     const sdk::Batch& batch = window[i];
@@ -196,11 +210,14 @@ StepOutcome Trainer::train_step(std::int64_t step) {
       AutocastGuard autocast(cfg_.bf16, bundle_.cuda());
       sdk::AttentionSpec attention = plugins_.attention(batch, ctx);
       sdk::ModelOutput mo = model.forward(batch.input_ids, batch.position_ids, batch.segment_ids, attention);
+      lap(out.phases.forward);
       r = plugins_.owns_loss() ? plugins_.loss(mo, batch, ctx) : causal_lm_loss(mo, batch, ctx);
+      lap(out.phases.loss);
     }
     r.loss.backward();
     out.loss += r.loss.item<double>();
     for (const auto& [k, v] : r.metrics) out.metrics[k] += v / double(window.size());
+    lap(out.phases.backward);
   }
 
   // 3. gradients summed over ranks (once per step), then clip, update, schedule
@@ -209,6 +226,7 @@ StepOutcome Trainer::train_step(std::int64_t step) {
   out.lr = schedule_->at(step);
   optimizer_->step(out.lr);
   optimizer_->zero_grad();
+  lap(out.phases.optimizer);
   out.tokens = ctx.window.tokens;
   // 4. the step's loss is the sum of the ranks' shares; metrics are averaged over ranks; a stop
   // request on any rank stops all of them after this step.
@@ -310,9 +328,9 @@ int Trainer::run() {
                  bundle_.model->model()->config().num_attention_heads,
                  bundle_.model->model()->config().num_key_value_heads, bundle_.model->vocab_size(),
                  double(params) / 1e6, bundle_.cuda() ? "cuda" : "cpu");
-    spdlog::info("{}", data_.summary());
+    if (!custom_source_) spdlog::info("{}", data_.summary());
     spdlog::info("training {} steps ({} per epoch), global batch {} rows x {} tokens{}",
-                 total_steps_, data_.train->windows_per_epoch(),
+                 total_steps_, train_source().windows_per_epoch(),
                  cfg_.micro_batch_size * cfg_.gradient_accumulation_steps * opt_.world_size,
                  cfg_.sequence_len,
                  opt_.resume ? ", resuming from " + resume_from_.string() : std::string());

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 
@@ -30,6 +31,20 @@ struct TrainOptions {
   int local_world_size = 1;  // ranks on this machine: they share its cores
   std::shared_ptr<ProcessGroup> group;  // null: one process; else rank/world_size are its
   bool progress = true;
+  // When set, the trainer trains on these batches instead of reading the config's
+  // [[datasets]], and does not evaluate (`trainer bench`: random tokens, no files). Called
+  // once the model and tokenizer are built, with the model's vocabulary size.
+  std::function<std::unique_ptr<BatchSource>(const Tokenizer&, std::int64_t vocab_size)> batch_source;
+};
+
+// Wall-clock seconds in each phase of one optimizer step (with CUDA: as far as the host
+// waited for the device).
+struct StepPhases {
+  double data = 0;       // windows read, copied to the device, plugin batch transforms
+  double forward = 0;    // attention hook + model forward
+  double loss = 0;       // loss hook (or the causal loss), vocabulary projection included
+  double backward = 0;
+  double optimizer = 0;  // gradient all-reduce, clipping, AdamW, zero_grad
 };
 
 // Per-step outcome, averaged over the accumulation window (and summed or averaged over ranks:
@@ -43,6 +58,7 @@ struct StepOutcome {
   sdk::Metrics metrics;
   double allreduce_seconds = 0;  // summing the gradients over ranks
   bool stop = false;  // some rank got SIGINT/SIGTERM: all ranks stop after this step
+  StepPhases phases;
 };
 
 class Trainer {
@@ -67,6 +83,7 @@ class Trainer {
   double epoch_at(std::int64_t step) const;
   std::int64_t global_batch_rows() const;  // micro batch x accumulation x world size
   std::vector<torch::Tensor> parameters();
+  const BatchSource& train_source() const;
 
   TrainConfig cfg_;
   PluginSet& plugins_;
@@ -76,6 +93,7 @@ class Trainer {
   DataParallel dp_;
   ModelBundle bundle_;
   TrainingData data_;
+  std::unique_ptr<BatchSource> custom_source_;  // TrainOptions::batch_source's
   std::unique_ptr<AdamW> optimizer_;
   std::unique_ptr<LrSchedule> schedule_;
   std::unique_ptr<MetricsLog> log_;

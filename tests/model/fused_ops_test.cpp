@@ -123,7 +123,7 @@ TEST(FusedCrossEntropy, Bfloat16AutocastStaysCloseToFp32) {
   torch::Tensor got;
   {
     AutocastGuard autocast(true, false);
-    ASSERT_TRUE(cpu_autocast_enabled());
+    ASSERT_TRUE(autocast_enabled(/*cuda=*/false));
     got = linear_cross_entropy(h, w, targets);
   }
   EXPECT_EQ(got.scalar_type(), torch::kFloat);
