@@ -1,8 +1,11 @@
 #include "train/adamw.hpp"
 
+#include <ATen/Parallel.h>
+
 #include <cmath>
 
 #include "errors.hpp"
+#include "train/adamw_update.hpp"
 
 namespace loom {
 
@@ -21,10 +24,28 @@ void AdamW::step(double lr) {
   const double bc2 = 1.0 - std::pow(opt_.beta2, double(steps_));
   const double step_size = lr / bc1;
   const double bc2_sqrt = std::sqrt(bc2);
+  AdamWScalars k{1.0f,
+                  float(opt_.beta1), float(1.0 - opt_.beta1), float(opt_.beta2), float(1.0 - opt_.beta2),
+                  float(step_size), float(bc2_sqrt), float(opt_.eps)};
   for (auto& s : slots_) {
     const auto& g = s.param.grad();
     if (!g.defined()) continue;
-    if (s.decay && opt_.weight_decay != 0) s.param.mul_(1.0 - lr * opt_.weight_decay);
+    const bool decay = s.decay && opt_.weight_decay != 0;
+    if (fused_ && s.param.device().is_cpu() && s.param.scalar_type() == torch::kFloat &&
+        g.scalar_type() == torch::kFloat && s.param.is_contiguous() && g.is_contiguous() &&
+        s.exp_avg.is_contiguous() && s.exp_avg_sq.is_contiguous()) {
+      // One pass over the four arrays, in cache-sized chunks across threads.
+      k.decay_mul = decay ? float(1.0 - lr * opt_.weight_decay) : 1.0f;
+      float* p = s.param.data_ptr<float>();
+      const float* gp = g.data_ptr<float>();
+      float* m = s.exp_avg.data_ptr<float>();
+      float* v = s.exp_avg_sq.data_ptr<float>();
+      at::parallel_for(0, s.param.numel(), 1 << 14, [&](std::int64_t b, std::int64_t e) {
+        adamw_update(p + b, gp + b, m + b, v + b, e - b, k);
+      });
+      continue;
+    }
+    if (decay) s.param.mul_(1.0 - lr * opt_.weight_decay);
     s.exp_avg.mul_(opt_.beta1).add_(g, 1.0 - opt_.beta1);
     s.exp_avg_sq.mul_(opt_.beta2).addcmul_(g, g, 1.0 - opt_.beta2);
     auto denom = (s.exp_avg_sq.sqrt() / bc2_sqrt).add_(opt_.eps);

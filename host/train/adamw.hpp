@@ -21,6 +21,9 @@ class AdamW {
   AdamW(std::vector<std::pair<std::string, torch::Tensor>> params, AdamWOptions options);
 
   void step(double lr);  // uses each parameter's .grad(); parameters without one are skipped
+  // Contiguous fp32 CPU parameters are updated in one fused pass (adamw_update.hpp) unless
+  // this is turned off (tests compare both).
+  void set_fused(bool fused) { fused_ = fused; }
   void zero_grad();
   std::int64_t steps_taken() const { return steps_; }
 
@@ -37,6 +40,7 @@ class AdamW {
   std::vector<Slot> slots_;
   AdamWOptions opt_;
   std::int64_t steps_ = 0;
+  bool fused_ = true;
 };
 
 // Scales all gradients so their global L2 norm is at most max_norm (0: no clipping); returns

@@ -45,6 +45,36 @@ TEST(AdamW, MatchesTheUpdateWorkedByHand) {
   EXPECT_EQ(opt.steps_taken(), 2);
 }
 
+TEST(AdamW, FusedPassEqualsTheTensorOps) {
+  // Sizes that leave vector tails and span several parallel chunks; decayed and not.
+  torch::manual_seed(4);
+  auto make = [] {
+    return std::vector<torch::Tensor>{torch::randn({301, 257}), torch::randn({1000}), torch::randn({3})};
+  };
+  auto init = make();
+  std::vector<std::pair<std::string, torch::Tensor>> a, b;
+  for (std::size_t i = 0; i < init.size(); ++i) {
+    a.emplace_back("p" + std::to_string(i), init[i].clone().requires_grad_(true));
+    b.emplace_back("p" + std::to_string(i), init[i].clone().requires_grad_(true));
+  }
+  AdamW fused(a, {0.9, 0.95, 1e-8, 0.1}), ops(b, {0.9, 0.95, 1e-8, 0.1});
+  ops.set_fused(false);
+  for (int t = 0; t < 3; ++t) {
+    auto grads = make();
+    for (std::size_t i = 0; i < grads.size(); ++i) {
+      a[i].second.mutable_grad() = grads[i].clone();
+      b[i].second.mutable_grad() = grads[i].clone();
+    }
+    fused.step(1e-2);
+    ops.step(1e-2);
+  }
+  for (std::size_t i = 0; i < a.size(); ++i)
+    EXPECT_LT((a[i].second - b[i].second).abs().max().item<double>(), 1e-6) << a[i].first;
+  auto sa = fused.state(), sb = ops.state();
+  for (std::size_t i = 0; i < sa.size(); ++i)
+    EXPECT_LT((sa[i].second - sb[i].second).abs().max().item<double>(), 1e-6) << sa[i].first;
+}
+
 TEST(ClipGradNorm, ScalesToTheLimitAndReportsTheNorm) {
   auto a = torch::zeros({2}, torch::requires_grad());
   a.mutable_grad() = torch::tensor({3.0f, 4.0f});
