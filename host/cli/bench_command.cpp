@@ -79,6 +79,7 @@ int run_bench(const BenchArgs& a) {
   // mask token, as the bench configs do.
   TrainOptions opt;
   opt.progress = false;
+  opt.command = "bench";
   opt.batch_source = [&cfg](const Tokenizer& tok, std::int64_t V) -> std::unique_ptr<BatchSource> {
     return std::make_unique<RandomTokenBatches>(
         allowed_token_ids(V - 1, [&](std::int64_t id) { return id < tok.vocab_size() && tok.is_special(id); }),

@@ -19,19 +19,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-sdk::RunInfo run_info(const TrainConfig& cfg, const std::string& command) {
-  sdk::RunInfo run;
-  run.seed = cfg.seed;
-  run.output_dir = cfg.output_dir;
-  run.base_model = cfg.base_model;
-  run.sequence_len = cfg.sequence_len;
-  run.micro_batch_size = cfg.micro_batch_size;
-  run.gradient_accumulation_steps = cfg.gradient_accumulation_steps;
-  run.bf16 = cfg.bf16;
-  run.command = command;
-  return run;
-}
-
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
@@ -42,7 +29,7 @@ double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::
 ModelBundle load_checkpoint_for(const std::string& command, const fs::path& ckpt,
                                 const TrainConfig& cfg, PluginSet& plugins) {
   if (!fs::is_directory(ckpt)) throw UserError("--checkpoint " + ckpt.string() + ": not a folder");
-  plugins.configure(cfg, run_info(cfg, command));
+  plugins.configure(cfg, run_info_for(cfg, command));
   const auto stored_vocab = read_hf_config(ckpt / "config.json").vocab_size;
   ModelBundle b = build_model_bundle(cfg, ckpt, plugins);
   if (b.model->vocab_size() != stored_vocab || b.tokenizer->vocab_size() > stored_vocab)

@@ -53,16 +53,7 @@ int run_train(const TrainArgs& args) {
 int run_check(const CommonOptions& args) {
   TrainConfig cfg = config_for(args);
   PluginSet plugins = plugins_for(args, cfg);
-  sdk::RunInfo run;
-  run.seed = cfg.seed;
-  run.output_dir = cfg.output_dir;
-  run.base_model = cfg.base_model;
-  run.sequence_len = cfg.sequence_len;
-  run.micro_batch_size = cfg.micro_batch_size;
-  run.gradient_accumulation_steps = cfg.gradient_accumulation_steps;
-  run.bf16 = cfg.bf16;
-  run.command = "check";
-  plugins.configure(cfg, run);
+  plugins.configure(cfg, run_info_for(cfg, "check"));
   for (const auto& d : cfg.datasets)
     if (!std::filesystem::exists(d.path))
       throw UserError("dataset " + d.path + ": file not found");

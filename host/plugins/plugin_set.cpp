@@ -53,6 +53,24 @@ PluginSet PluginSet::load(const std::vector<std::string>& specs) {
   return set;
 }
 
+sdk::RunInfo run_info_for(const TrainConfig& config, const std::string& command) {
+  sdk::RunInfo run;
+  run.seed = config.seed;
+  run.output_dir = config.output_dir;
+  run.base_model = config.base_model;
+  run.sequence_len = config.sequence_len;
+  run.micro_batch_size = config.micro_batch_size;
+  run.gradient_accumulation_steps = config.gradient_accumulation_steps;
+  run.bf16 = config.bf16;
+  // As resolve_device decides (train/model_bundle.cpp): "cuda", "cuda:N", or "auto" with a
+  // usable CUDA device.
+  const bool cuda = config.device.rfind("cuda", 0) == 0 ||
+                    (config.device == "auto" && torch::cuda::is_available());
+  run.device = cuda ? "cuda" : "cpu";
+  run.command = command;
+  return run;
+}
+
 void PluginSet::configure(const TrainConfig& config, const sdk::RunInfo& run) {
   std::vector<std::string> names;
   for (const auto& p : plugins_) names.push_back(p.name);

@@ -20,6 +20,11 @@ struct LoadedPlugin {
   std::string name;
 };
 
+// What plugins are told about a run (Plugin::configure): the config's values, for the trainer
+// command `command` (train | generate | eval | check | bench), on one process; a data-parallel
+// caller sets rank and world size.
+sdk::RunInfo run_info_for(const TrainConfig& config, const std::string& command);
+
 class PluginSet {
  public:
   PluginSet() = default;

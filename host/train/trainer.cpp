@@ -91,20 +91,12 @@ void Trainer::setup() {
       throw UserError("--resume: no complete checkpoint-<step> folder in " + cfg_.output_dir);
     resumed_ = read_trainer_state(resume_from_);
   }
-  sdk::RunInfo run;
-  run.seed = cfg_.seed;
-  run.output_dir = cfg_.output_dir;
-  run.base_model = cfg_.base_model;
-  run.sequence_len = cfg_.sequence_len;
-  run.micro_batch_size = cfg_.micro_batch_size;
-  run.gradient_accumulation_steps = cfg_.gradient_accumulation_steps;
+  sdk::RunInfo run = run_info_for(cfg_, opt_.command);
   run.rank = opt_.rank;
   run.world_size = opt_.world_size;
-  run.bf16 = cfg_.bf16;
   plugins_.configure(cfg_, run);
   bundle_ = build_model_bundle(cfg_, resume_from_, plugins_);
   dp_.broadcast_parameters(parameters());  // replicas start equal (as DDP's constructor does)
-  run.device = bundle_.cuda() ? "cuda" : "cpu";
   if (opt_.batch_source)
     custom_source_ = opt_.batch_source(*bundle_.tokenizer, bundle_.model->vocab_size());
   else

@@ -31,6 +31,7 @@ struct TrainOptions {
   int local_world_size = 1;  // ranks on this machine: they share its cores
   std::shared_ptr<ProcessGroup> group;  // null: one process; else rank/world_size are its
   bool progress = true;
+  std::string command = "train";  // what plugins are told (sdk::RunInfo::command)
   // When set, the trainer trains on these batches instead of reading the config's
   // [[datasets]], and does not evaluate (`trainer bench`: random tokens, no files). Called
   // once the model and tokenizer are built, with the model's vocabulary size.
