@@ -95,6 +95,13 @@ LOOM_INLINE void softmax_rows_impl(A* x, std::int64_t ldx, const A* bias, std::i
 #pragma omp simd reduction(max : m)
       for (std::int64_t j = 0; j < cols; ++j) m = r[j] > m ? r[j] : m;
     }
+    if (m == -std::numeric_limits<A>::infinity()) {
+      // Every key masked: an all-zero row (not NaN), and an lse of +inf so that exp_rows
+      // recomputes zeros and the row gets no gradient.
+      for (std::int64_t j = 0; j < cols; ++j) r[j] = 0;
+      lse[i] = std::numeric_limits<A>::infinity();
+      continue;
+    }
     A s = 0;
 #pragma omp simd reduction(+ : s)
     for (std::int64_t j = 0; j < cols; ++j) {

@@ -15,6 +15,8 @@ namespace loom::kernels {
 
 // Attention rows. x: rows x cols, row stride ldx; bias: same shape (stride ldb) or null.
 // softmax_rows: x <- softmax(x + bias) per row; lse[i] = log-sum-exp of row i of x + bias.
+// A row whose every entry is -inf becomes all zeros with lse = +inf (exp_rows then gives
+// zeros again).
 void softmax_rows(float* x, std::int64_t ldx, const float* bias, std::int64_t ldb,
                   std::int64_t rows, std::int64_t cols, float* lse);
 void softmax_rows(double* x, std::int64_t ldx, const double* bias, std::int64_t ldb,

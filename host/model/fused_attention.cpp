@@ -36,12 +36,15 @@ Prepared prepare(const torch::Tensor& qkv, const torch::Tensor& cos, const torch
     throw std::logic_error("fused attention: heads must be a multiple of kv heads, head_dim even");
   const auto acc = qkv.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
   const std::int64_t B = qkv.size(0), S = qkv.size(1);
+  if (!qkv.device().is_cpu()) throw std::logic_error("fused attention: CPU tensors only");
   Prepared p;
   p.qkv = qkv.contiguous();
   p.cos = cos.to(acc).reshape({B, S, d.head_dim}).contiguous();
   p.sin = sin.to(acc).reshape({B, S, d.head_dim}).contiguous();
   if (bias.defined() && bias.numel() > 0) {
     p.bias = bias.to(acc).reshape({-1, S, S}).contiguous();
+    if (p.bias.size(0) != 1 && p.bias.size(0) != B)  // bias_for indexes it by batch row
+      throw std::logic_error("fused attention: bias must be [B or 1, S, S]");
   } else if (causal) {
     p.bias = torch::full({1, S, S}, -std::numeric_limits<double>::infinity(),
                          torch::dtype(acc).device(qkv.device()))

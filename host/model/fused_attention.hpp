@@ -23,8 +23,9 @@ struct AttentionDims {
 // qkv: [B, S, (H + 2 KV) * D], query heads, then key heads, then value heads (any floating
 // dtype; math in fp32, or fp64 for double inputs). cos, sin: [B, S, D] rotary tables at each
 // token's position. bias: [B, S, S] additive mask (0 = may attend, -inf = may not) or
-// undefined; with an undefined bias, `causal` selects causal or full attention. Every query
-// must be allowed at least one key. Returns [B, S, H * D] in qkv's dtype.
+// undefined; with an undefined bias, `causal` selects causal or full attention. A query allowed
+// no key gets a zero output and no gradient (the composite gives NaN; the host's masks always
+// let a query see at least itself). Returns [B, S, H * D] in qkv's dtype.
 torch::Tensor fused_rope_attention(const torch::Tensor& qkv, const torch::Tensor& cos,
                                    const torch::Tensor& sin, const torch::Tensor& bias,
                                    bool causal, AttentionDims dims);

@@ -109,13 +109,16 @@ struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy>
     torch::Tensor dce = grads[0];
     if (!dce.defined()) return {torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
     const std::int64_t rows = ctx->saved_data["rows"].toInt();
-    auto scale = dce.to(h.scalar_type());
+    // The upstream gradient stays in the math dtype (fp32, fp64): bf16 products are rounded
+    // once, as the composite under autocast rounds them.
+    const auto acc = h.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
+    auto scale = dce.to(acc);
     if (scale.size(0) != h.size(0))  // padded rows (see kRowBucket) get no gradient
       scale = torch::cat({scale, torch::zeros({h.size(0) - scale.size(0)}, scale.options())});
     scale = scale.unsqueeze(1);  // [N, 1]
     // d hidden = diag(dce) G W;  d weight = G^T diag(dce) hidden.
-    auto dh = torch::mm(g, w).mul_(scale);
-    auto dw = torch::mm(g.t(), h * scale);
+    auto dh = torch::mm(g, w).to(acc).mul_(scale);
+    auto dw = torch::mm(g.t(), (h.to(acc) * scale).to(h.scalar_type()));
     if (dh.size(0) != rows) dh = dh.narrow(0, 0, rows);
     const auto hd = static_cast<torch::ScalarType>(ctx->saved_data["hidden_dtype"].toInt());
     const auto wd = static_cast<torch::ScalarType>(ctx->saved_data["weight_dtype"].toInt());

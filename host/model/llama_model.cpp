@@ -308,7 +308,10 @@ torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& input_ids,
   }
 
   auto h = model->embed_tokens(input_ids);
-  const bool checkpoint = checkpointing_ && is_training() && torch::GradMode::is_enabled();
+  // The reentrant checkpoint only has a backward when its input requires grad (not so with a
+  // frozen embedding): then the layers run normally.
+  const bool checkpoint = checkpointing_ && is_training() && torch::GradMode::is_enabled() &&
+                          h.requires_grad();
   for (auto& layer : model->layers) {
     if (checkpoint) {
       h = CheckpointedLayer::apply(h, reinterpret_cast<std::int64_t>(&in),

@@ -43,6 +43,10 @@ void AdamW::step(double lr) {
       at::parallel_for(0, s.param.numel(), 1 << 14, [&](std::int64_t b, std::int64_t e) {
         adamw_update(p + b, gp + b, m + b, v + b, e - b, k);
       });
+      // Written through pointers: tell autograd, as in-place tensor ops would.
+      torch::autograd::impl::bump_version(s.param);
+      torch::autograd::impl::bump_version(s.exp_avg);
+      torch::autograd::impl::bump_version(s.exp_avg_sq);
       continue;
     }
     if (decay) s.param.mul_(1.0 - lr * opt_.weight_decay);

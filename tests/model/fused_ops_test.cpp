@@ -74,15 +74,58 @@ TEST(FusedAttention, MatchesReferenceInFloat) {
   run({2, 64, 4, 4, 32, Case::Full}, torch::kFloat, 1e-4);
 }
 
-TEST(FusedAttention, RunsInBfloat16) {
+TEST(FusedAttention, Bfloat16StaysCloseToFp32WithGradients) {
+  // Real rotary tables (so the bf16 rotation and its transpose run), GQA, causal.
   torch::manual_seed(3);
-  const AttentionDims dims{2, 2, 8};
-  auto qkv = torch::randn({1, 6, 48});
-  auto cos = torch::ones({1, 6, 8}), sin = torch::zeros({1, 6, 8});
-  auto want = reference_rope_attention(qkv, cos, sin, {}, true, dims);
-  auto got = fused_rope_attention(qkv.to(torch::kBFloat16), cos, sin, {}, true, dims);
+  const AttentionDims dims{4, 2, 8};
+  const std::int64_t S = 6;
+  auto pos = torch::arange(S, torch::kDouble).unsqueeze(1);
+  auto inv = torch::pow(10000.0, -torch::arange(0, 8, 2, torch::kDouble) / 8.0);
+  auto f = pos * inv.unsqueeze(0);
+  auto emb = torch::cat({f, f}, -1).unsqueeze(0);
+  auto cos = emb.cos().to(torch::kFloat), sin = emb.sin().to(torch::kFloat);
+  auto qkv = torch::randn({1, S, (4 + 2 * 2) * 8}).to(torch::kBFloat16).to(torch::kFloat);
+  auto grad = torch::randn({1, S, 4 * 8});
+  auto a = qkv.clone().requires_grad_(true);
+  auto want = reference_rope_attention(a, cos, sin, {}, true, dims);
+  want.backward(grad);
+  auto b = qkv.to(torch::kBFloat16).requires_grad_(true);
+  auto got = fused_rope_attention(b, cos, sin, {}, true, dims);
+  got.backward(grad.to(torch::kBFloat16));
   EXPECT_EQ(got.scalar_type(), torch::kBFloat16);
   EXPECT_LT((got.to(torch::kFloat) - want).abs().max().item<double>(), 5e-2);
+  const double scale = a.grad().abs().max().item<double>();
+  EXPECT_LT((b.grad().to(torch::kFloat) - a.grad()).abs().max().item<double>(), 3e-2 * scale);
+}
+
+TEST(FusedAttention, AQueryAllowedNoKeyGetsZerosNotNaN) {
+  // Row 4 of the mask allows nothing. The other rows match the composite (where row 4 is
+  // let see itself, which changes no other row's output); nothing is NaN.
+  torch::manual_seed(9);
+  const AttentionDims dims{2, 1, 4};
+  const std::int64_t S = 5;
+  auto qkv = torch::randn({1, S, (2 + 2) * 4}, torch::kDouble);
+  auto cos = torch::ones({1, S, 4}, torch::kDouble), sin = torch::zeros({1, S, 4}, torch::kDouble);
+  const double inf = std::numeric_limits<double>::infinity();
+  auto bias = torch::zeros({1, S, S}, torch::kDouble);
+  bias[0][4].fill_(-inf);
+  auto seen = bias.clone();
+  seen[0][4][4] = 0;
+  auto x = qkv.clone().requires_grad_(true);
+  auto out = fused_rope_attention(x, cos, sin, bias, false, dims);
+  out.sum().backward();
+  auto want = reference_rope_attention(qkv, cos, sin, seen, false, dims);
+  EXPECT_TRUE(out[0][4].eq(0).all().item<bool>());
+  EXPECT_LT((out[0].narrow(0, 0, 4) - want[0].narrow(0, 0, 4)).abs().max().item<double>(), 1e-10);
+  EXPECT_TRUE(torch::isfinite(x.grad()).all().item<bool>());
+}
+
+TEST(FusedAttention, RefusesABiasForAnotherBatchSize) {
+  const AttentionDims dims{2, 1, 4};
+  auto qkv = torch::randn({3, 5, 16});
+  auto cos = torch::ones({3, 5, 4}), sin = torch::zeros({3, 5, 4});
+  EXPECT_THROW(fused_rope_attention(qkv, cos, sin, torch::zeros({2, 5, 5}), false, dims),
+               std::logic_error);
 }
 
 void check_cross_entropy(torch::ScalarType dtype, std::int64_t N, std::int64_t H, std::int64_t V,
@@ -128,9 +171,28 @@ TEST(FusedCrossEntropy, Bfloat16AutocastStaysCloseToFp32) {
   }
   EXPECT_EQ(got.scalar_type(), torch::kFloat);
   EXPECT_LT((got - want).abs().max().item<double>(), 0.05);
-  got.sum().backward();
+  auto up = torch::rand({16});
+  (got * up).sum().backward();
   EXPECT_EQ(h.grad().scalar_type(), torch::kFloat);
   EXPECT_EQ(w.grad().scalar_type(), torch::kFloat);
+  // Gradients against fp32 (bf16 products: a few parts in a thousand of the largest entry).
+  auto h32 = hidden.clone().requires_grad_(true), w32 = weight.clone().requires_grad_(true);
+  (reference_linear_cross_entropy(h32, w32, targets) * up).sum().backward();
+  auto rel = [](const torch::Tensor& a, const torch::Tensor& b) {
+    return (a - b).abs().max().item<double>() / b.abs().max().item<double>();
+  };
+  EXPECT_LT(rel(h.grad(), h32.grad()), 2e-2);
+  EXPECT_LT(rel(w.grad(), w32.grad()), 2e-2);
+}
+
+TEST(FusedCrossEntropy, ArgmaxTiesGoToTheFirstIndexAsInTorch) {
+  // Identity projection: the hidden rows are the logits.
+  auto logits = torch::tensor({1.0f, 3.0f, 3.0f, 0.0f, 2.0f, 2.0f, 2.0f, 2.0f}).view({2, 4});
+  torch::Tensor argmax;
+  linear_cross_entropy(logits, torch::eye(4), torch::tensor({0, 3}, torch::kLong), &argmax);
+  EXPECT_EQ(argmax[0].item<std::int64_t>(), 1);
+  EXPECT_EQ(argmax[1].item<std::int64_t>(), 0);
+  EXPECT_TRUE(argmax.equal(logits.argmax(-1)));
 }
 
 template <class Fused, class Ref>
