@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "errors.hpp"
-#include "io/scratch_dir.hpp"
+#include "support/files.hpp"
 
 namespace loom {
 namespace {

@@ -12,7 +12,7 @@
 #include "errors.hpp"
 #include "io/raw_safetensors.hpp"
 #include "io/safetensors_writer.hpp"
-#include "io/scratch_dir.hpp"
+#include "support/files.hpp"
 
 namespace loom {
 namespace {

@@ -9,7 +9,7 @@
 #include "errors.hpp"
 #include "io/raw_safetensors.hpp"
 #include "io/safetensors_file.hpp"
-#include "io/scratch_dir.hpp"
+#include "support/files.hpp"
 
 namespace loom {
 namespace {

@@ -6,10 +6,10 @@
 #include <array>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
+
+#include "support/files.hpp"
 
 namespace loom::test {
 
@@ -42,26 +42,6 @@ inline ProcessResult run_trainer(const std::vector<std::string>& args) {
   std::string cmd = "OMP_NUM_THREADS=1 " + shell_quote(LOOM_TRAINER_BIN);
   for (const auto& a : args) cmd += " " + shell_quote(a);
   return run_command(cmd);
-}
-
-// A fresh empty folder under the system temp dir.
-inline std::filesystem::path fresh_dir(const std::string& name) {
-  auto d = std::filesystem::temp_directory_path() / ("loom-test-" + name);
-  std::filesystem::remove_all(d);
-  std::filesystem::create_directories(d);
-  return d;
-}
-
-inline void write_file(const std::filesystem::path& p, const std::string& text) {
-  std::filesystem::create_directories(p.parent_path());
-  std::ofstream(p, std::ios::binary) << text;
-}
-
-inline std::string read_file(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
 }
 
 }  // namespace loom::test

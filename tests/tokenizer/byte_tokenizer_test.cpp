@@ -11,7 +11,7 @@
 namespace loom {
 namespace {
 
-using tokenizer_test::TempDir;
+using ScratchDir = test::ScratchDir;
 
 TEST(ByteTokenizerTest, BytesThenSpecialTokensInOrder) {
   const ByteTokenizer tokenizer;
@@ -87,7 +87,7 @@ TEST(ByteTokenizerTest, DecodeRoundTripsAndSurvivesInvalidBytes) {
 TEST(ByteTokenizerTest, SavedTokenizerJsonGivesTheSameIds) {
   ByteTokenizer tokenizer;
   tokenizer.add_special_token("<|im_start|>");
-  TempDir dir;
+  ScratchDir dir;
   tokenizer.save(dir.path());
   ASSERT_TRUE(std::filesystem::exists(dir.path() / "tokenizer_config.json"));
   ASSERT_TRUE(std::filesystem::exists(dir.path() / "special_tokens_map.json"));
@@ -119,7 +119,7 @@ TEST(ByteTokenizerTest, SavedTokenizerJsonGivesTheSameIds) {
 
 TEST(ByteTokenizerTest, SavedFilesHaveTheHuggingFaceLayout) {
   const ByteTokenizer tokenizer;
-  TempDir dir;
+  ScratchDir dir;
   tokenizer.save(dir.path());
   const auto root = nlohmann::json::parse(tokenizer_test::read_text(dir.path() / "tokenizer.json"));
   EXPECT_EQ(root["version"], "1.0");

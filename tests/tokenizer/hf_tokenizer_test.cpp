@@ -20,7 +20,7 @@ using Ids = std::vector<std::int64_t>;
 using nlohmann::json;
 using tokenizer_test::gpt2;
 using tokenizer_test::llama3;
-using tokenizer_test::TempDir;
+using ScratchDir = test::ScratchDir;
 using tokenizer_test::write_text;
 
 json read_json(const std::string& path) { return json::parse(tokenizer_test::read_text(path)); }
@@ -85,7 +85,7 @@ bool valid_utf8(const std::string& s) {
 }
 
 // Writes `root` into a fresh tokenizer.json in `dir` and loads it.
-std::unique_ptr<Tokenizer> load_variant(const TempDir& dir, const json& root) {
+std::unique_ptr<Tokenizer> load_variant(const ScratchDir& dir, const json& root) {
   const auto file = dir.path() / "tokenizer.json";
   write_text(file, root.dump());
   return load_tokenizer_json(file);
@@ -117,7 +117,7 @@ TEST(HfTokenizerTest, IgnoreMergesMapsWholeVocabularyWordsToTheirId) {
   json root = read_json(tokenizer_test::llama3_json());
   ASSERT_EQ(root["model"]["ignore_merges"], true);
   root["model"]["ignore_merges"] = false;
-  TempDir dir;
+  ScratchDir dir;
   const auto plain = load_variant(dir, root);
   for (const auto& c : kIgnoreMergesCases) EXPECT_EQ(plain->encode(c.text), c.plain_bpe) << c.text;
 }
@@ -252,7 +252,7 @@ TEST(HfTokenizerTest, AddedTokenFlagsFollowHuggingFace) {
   add("\xC3\xA9\xC3\xA9", {{"single_word", true}});                                  // 50262 "éé"
   add(" sp", {{"special", false}});                                                  // 50263
   add("qqword", {{"single_word", true}, {"special", false}, {"normalized", true}});  // 50264
-  TempDir dir;
+  ScratchDir dir;
   const auto tokenizer = load_variant(dir, root);
   const std::pair<const char*, Ids> cases[] = {
       {"a <mask> b", {64, 50257, 275}},
@@ -297,7 +297,7 @@ TEST(HfTokenizerTest, SplitBehaviorsFollowHuggingFace) {
       {"Contiguous", false, {31373, 220, 6894, 220, 220, 17776, 220, 482}},
   };
   json root = read_json(tokenizer_test::gpt2_json());
-  TempDir dir;
+  ScratchDir dir;
   for (const auto& c : cases) {
     root["pre_tokenizer"] = {
         {"type", "Sequence"},
@@ -315,7 +315,7 @@ TEST(HfTokenizerTest, SplitBehaviorsFollowHuggingFace) {
 TEST(HfTokenizerTest, ByteLevelPrefixSpace) {
   json root = read_json(tokenizer_test::gpt2_json());
   root["pre_tokenizer"]["add_prefix_space"] = true;
-  TempDir dir;
+  ScratchDir dir;
   const auto tokenizer = load_variant(dir, root);
   EXPECT_EQ(tokenizer->encode("Hello world"), (Ids{18435, 995}));  // " Hello", " world"
   // Each piece between added tokens gets its own prefix space.
@@ -354,7 +354,7 @@ TEST(HfTokenizerTest, SpecialIdsAndPostProcessor) {
             {{"id", "<|begin_of_text|>"}, {"ids", {128000}}, {"tokens", {"<|begin_of_text|>"}}}},
            {"<|end_of_text|>",
             {{"id", "<|end_of_text|>"}, {"ids", {128001}}, {"tokens", {"<|end_of_text|>"}}}}}}}}}};
-  TempDir dir;
+  ScratchDir dir;
   const auto tokenizer = load_variant(dir, root);
   EXPECT_EQ(tokenizer->encode_with_special("Hello world!"), (Ids{128000, 9906, 1917, 0, 128001}));
   EXPECT_EQ(tokenizer->bos_id(), 128000);
@@ -397,7 +397,7 @@ TEST(HfTokenizerTest, AddSpecialTokenThenSaveAndReload) {
   EXPECT_EQ(tokenizer->encode("say hello world"), (Ids{16706, 220, 31373, 995}));
   EXPECT_EQ(tokenizer->decode({31373, 50257, 220}, /*skip_special=*/true), " ");
 
-  TempDir dir;
+  ScratchDir dir;
   tokenizer->save(dir.path());
   const auto reloaded = load_tokenizer_json(dir.path() / "tokenizer.json");
   EXPECT_EQ(reloaded->vocab_size(), 50258);
@@ -421,7 +421,7 @@ TEST(HfTokenizerTest, AddSpecialTokenThenSaveAndReload) {
 TEST(HfTokenizerTest, SaveKeepsTheOriginalTokenizerConfig) {
   auto tokenizer = load_tokenizer_json(tokenizer_test::llama3_json());
   EXPECT_EQ(tokenizer->add_special_token("<|pad|>"), 128256);
-  TempDir dir;
+  ScratchDir dir;
   tokenizer->save(dir.path());
   const json config = read_json((dir.path() / "tokenizer_config.json").string());
   const json original =

@@ -13,7 +13,7 @@ namespace loom {
 namespace {
 
 using nlohmann::json;
-using tokenizer_test::TempDir;
+using ScratchDir = test::ScratchDir;
 using tokenizer_test::write_text;
 
 // A small but complete byte-level BPE: 'a','b','c' plus merges, Split + ByteLevel, a template.
@@ -52,7 +52,7 @@ json small_tokenizer() {
 
 // Loads `root` written to a temp file; returns the UserError message ("" if it loaded).
 std::string load_error(const std::string& text) {
-  TempDir dir;
+  ScratchDir dir;
   const auto file = dir.path() / "tokenizer.json";
   write_text(file, text);
   try {
@@ -66,7 +66,7 @@ std::string load_error(const std::string& text) {
 }
 
 TEST(TokenizerJsonErrorsTest, SmallTokenizerWorks) {
-  TempDir dir;
+  ScratchDir dir;
   write_text(dir.path() / "tokenizer.json", small_tokenizer().dump());
   const auto tokenizer = load_tokenizer_json(dir.path() / "tokenizer.json");
   using Ids = std::vector<std::int64_t>;
@@ -145,7 +145,7 @@ TEST(TokenizerJsonErrorsTest, MissingFileIsAUserError) {
 // Feeds random bytes and randomly mutated files to the loader: each attempt must either load
 // (and then encode without crashing) or throw UserError; anything else fails the test.
 TEST(TokenizerJsonErrorsTest, FuzzedFilesNeverCrash) {
-  TempDir dir;
+  ScratchDir dir;
   ByteTokenizer byte_tokenizer;
   byte_tokenizer.save(dir.path() / "byte");
   const std::vector<std::string> seeds = {

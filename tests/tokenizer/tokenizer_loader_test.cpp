@@ -9,10 +9,10 @@
 namespace loom {
 namespace {
 
-using tokenizer_test::TempDir;
+using ScratchDir = test::ScratchDir;
 
 TEST(TokenizerLoaderTest, LoadsFoldersAndFiles) {
-  TempDir dir;
+  ScratchDir dir;
   ByteTokenizer({"<|bos|>", "<|eos|>"}).save(dir.path());
   const auto from_folder = load_tokenizer(dir.path());
   EXPECT_EQ(from_folder->kind(), "tokenizer.json");
@@ -23,7 +23,7 @@ TEST(TokenizerLoaderTest, LoadsFoldersAndFiles) {
 }
 
 TEST(TokenizerLoaderTest, MissingPathsAreUserErrors) {
-  TempDir dir;
+  ScratchDir dir;
   try {
     load_tokenizer(dir.path());
     FAIL() << "an empty folder loaded";

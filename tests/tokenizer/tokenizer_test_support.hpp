@@ -1,5 +1,5 @@
 // Shared helpers for the tokenizer tests: data paths, tokenizers loaded once per test binary,
-// golden files, temporary folders and random text.
+// golden files and random text (scratch folders: support/files.hpp).
 #pragma once
 
 #include <gtest/gtest.h>
@@ -16,7 +16,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "support/files.hpp"
 #include "tokenizer/hf_tokenizer.hpp"
+#include "tokenizer/utf8.hpp"
 
 namespace loom::tokenizer_test {
 
@@ -66,45 +68,6 @@ inline std::vector<GoldenCase> read_golden(const std::string& name) {
   return cases;
 }
 
-// A fresh folder under the system temp dir, removed with its content at scope exit.
-class TempDir {
- public:
-  TempDir() {
-    std::random_device seed;
-    path_ = std::filesystem::temp_directory_path() /
-            ("loom_tokenizer_test_" + std::to_string(seed()) + std::to_string(seed()));
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
-
-inline void append_utf8(std::string& out, char32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-}
-
 // Random valid UTF-8 mixing ASCII, whitespace runs, digits, Latin, CJK, emoji and any other
 // scalar value, so that every pre-tokenizer branch and multi-byte merge gets exercised.
 inline std::string random_utf8(std::mt19937& rng, int max_chars) {
@@ -140,7 +103,7 @@ inline std::string random_utf8(std::mt19937& rng, int max_chars) {
         } while (cp >= 0xD800 && cp <= 0xDFFF);
         break;
     }
-    append_utf8(out, cp);
+    utf8::append(out, cp);
   }
   return out;
 }
