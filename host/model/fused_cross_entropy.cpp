@@ -1,9 +1,7 @@
 #include "model/fused_cross_entropy.hpp"
 
 #include <ATen/Parallel.h>
-#include <ATen/autocast_mode.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
-#include <torch/version.h>
 
 #include <algorithm>
 #include <stdexcept>
@@ -16,13 +14,6 @@
 
 namespace loom {
 
-torch::ScalarType cpu_autocast_dtype() {
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-  return at::autocast::get_autocast_dtype(at::kCPU);
-#else
-  return at::autocast::get_autocast_cpu_dtype();
-#endif
-}
 
 namespace {
 
@@ -144,7 +135,7 @@ torch::Tensor linear_cross_entropy(const torch::Tensor& hidden, const torch::Ten
       hidden.size(0) != targets.size(0) || hidden.size(1) != weight.size(1))
     throw std::invalid_argument("cross_entropy: expected hidden [N, H], weight [V, H], targets [N]");
   auto ct = hidden.scalar_type();
-  if (autocast_enabled(/*cuda=*/false) && ct == torch::kFloat) ct = cpu_autocast_dtype();
+  if (autocast_enabled(/*cuda=*/false) && ct == torch::kFloat) ct = autocast_dtype(/*cuda=*/false);
   if (!hidden.device().is_cpu() || hidden.size(0) == 0 ||
       !(ct == torch::kFloat || ct == torch::kDouble || ct == torch::kBFloat16))
     return reference_linear_cross_entropy(hidden, weight, targets, argmax);

@@ -1,5 +1,5 @@
-// Vocabulary projection and cross-entropy as one autograd function (sdk::ModelOutput's
-// cross_entropy): per-row losses for the rows an objective scores, without the tensors the
+// Vocabulary projection and cross-entropy as one autograd function (what
+// sdk::ModelHandle::cross_entropy runs on the host): per-row losses for the rows an objective scores, without the tensors the
 // composite (linear, log_softmax, gather) keeps or builds.
 //
 // Forward computes the logits once, then in row blocks small enough to stay in cache the
@@ -26,9 +26,5 @@ torch::Tensor reference_linear_cross_entropy(const torch::Tensor& hidden,
                                              const torch::Tensor& weight,
                                              const torch::Tensor& targets,
                                              torch::Tensor* argmax = nullptr);
-
-// The CPU's autocast dtype (bf16 unless someone changed it); see train/autocast_guard.hpp
-// for whether autocast is on.
-torch::ScalarType cpu_autocast_dtype();
 
 }  // namespace loom

@@ -1,7 +1,5 @@
 #include "model/instrumented_model_handle.hpp"
 
-#include <algorithm>
-
 namespace loom {
 namespace {
 
@@ -23,7 +21,6 @@ sdk::ModelOutput InstrumentedModelHandle::forward(const at::Tensor& input_ids,
     const auto t = Clock::now();
     auto logits = project(h);
     projection_s += since(t);
-    projected_rows += h.numel() / std::max<std::int64_t>(1, h.size(-1));
     return logits;
   };
   return out;
@@ -33,11 +30,7 @@ at::Tensor InstrumentedModelHandle::cross_entropy(const at::Tensor& hidden,
                                                   const at::Tensor& targets, at::Tensor* argmax) {
   const auto t = Clock::now();
   auto ce = inner_.cross_entropy(hidden, targets, argmax);
-  // Undefined: the caller falls back to project(), which counts itself.
-  if (ce.defined()) {
-    projection_s += since(t);
-    projected_rows += hidden.size(0);
-  }
+  projection_s += since(t);
   return ce;
 }
 

@@ -1,7 +1,6 @@
-// A ModelHandle that forwards to another and measures what goes through it: time in the
-// forward pass, time in the vocabulary projection / cross-entropy, and the rows projected.
-// `trainer generate --profile` and `trainer bench` hand it to the plugins in place of the
-// model's own handle.
+// A ModelHandle that forwards to another and times what goes through it: the forward pass,
+// and the vocabulary projection / cross-entropy. `trainer generate --profile` hands it to the
+// sampler in place of the model's own handle.
 #pragma once
 
 #include <chrono>
@@ -35,7 +34,6 @@ class InstrumentedModelHandle : public sdk::ModelHandle {
   double forward_s = 0;
   double projection_s = 0;  // project() and cross_entropy()
   std::int64_t forward_calls = 0;
-  std::int64_t projected_rows = 0;  // hidden rows sent through the output matrix
 
  private:
   sdk::ModelHandle& inner_;

@@ -15,6 +15,15 @@ inline bool autocast_enabled(bool cuda) {
 #endif
 }
 
+// The dtype autocast casts to on the device type (bf16 as AutocastGuard sets it).
+inline at::ScalarType autocast_dtype(bool cuda) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  return at::autocast::get_autocast_dtype(cuda ? at::kCUDA : at::kCPU);
+#else
+  return cuda ? at::autocast::get_autocast_gpu_dtype() : at::autocast::get_autocast_cpu_dtype();
+#endif
+}
+
 class AutocastGuard {
  public:
   AutocastGuard(bool enabled, bool cuda) : enabled_(enabled), cuda_(cuda) {

@@ -7,7 +7,6 @@
 #include "model/fused_attention.hpp"
 #include "model/fused_cross_entropy.hpp"
 #include "model/fused_layers.hpp"
-#include "model/instrumented_model_handle.hpp"
 #include "model/model_handle.hpp"
 #include "train/autocast_guard.hpp"
 
@@ -246,8 +245,8 @@ TEST(FusedLayers, SwigluMatchesReference) {
 }
 
 // The SDK's cross_entropy_where through the host's handle (the fused path) gives what the
-// SDK's own fallback through project() gives, values, argmax and weight gradients, and a probe
-// in between counts the projected rows.
+// SDK's own fallback through project() gives, values, argmax and weight gradients, and the
+// handle counts the rows it projects either way.
 TEST(ModelHandleCrossEntropy, MatchesTheProjectFallback) {
   torch::manual_seed(11);
   ModelConfig c;
@@ -259,21 +258,20 @@ TEST(ModelHandleCrossEntropy, MatchesTheProjectFallback) {
   c.num_key_value_heads = 2;
   c.max_position_embeddings = 32;
   LlamaModelHandle handle{LlamaForCausalLM(c)};
-  InstrumentedModelHandle probe(handle);
   auto ids = torch::randint(c.vocab_size, {2, 12}, torch::kLong);
   auto where = torch::rand({2, 12}).lt(0.5);
   where[0][3] = true;
   auto targets = torch::randint(c.vocab_size, {where.sum().item<std::int64_t>()}, torch::kLong);
   torch::Tensor ce[2], argmax[2], grad[2];
   for (int fused = 0; fused < 2; ++fused) {
-    auto out = probe.forward(ids, {}, {}, sdk::AttentionSpec::bidirectional());
-    ce[fused] = sdk::cross_entropy_where(out, fused ? &probe : nullptr, where, targets, &argmax[fused]);
+    auto out = handle.forward(ids, {}, {}, sdk::AttentionSpec::bidirectional());
+    ce[fused] = sdk::cross_entropy_where(out, fused ? &handle : nullptr, where, targets, &argmax[fused]);
     ce[fused].sum().backward();
     auto w = handle.model()->output_weight();
     grad[fused] = w.grad().clone();
     w.grad().zero_();
   }
-  EXPECT_EQ(probe.projected_rows, 2 * targets.numel());
+  EXPECT_EQ(handle.projected_rows(), 2 * targets.numel());
   EXPECT_LT((ce[0] - ce[1]).abs().max().item<double>(), 1e-5);
   EXPECT_TRUE(argmax[0].equal(argmax[1]));
   EXPECT_LT((grad[0] - grad[1]).abs().max().item<double>(), 1e-5);
