@@ -9,6 +9,8 @@
 #include "distributed/local_launcher.hpp"
 #include "distributed/process_group.hpp"
 #include "errors.hpp"
+#include "model/llama_model.hpp"
+#include "train/model_bundle.hpp"
 #include "train/trainer.hpp"
 
 namespace loom {
@@ -53,6 +55,8 @@ int run_train(const TrainArgs& args) {
 int run_check(const CommonOptions& args) {
   TrainConfig cfg = config_for(args);
   PluginSet plugins = plugins_for(args, cfg);
+  // What `trainer train` would refuse when it builds the model: the device, the attention kernel.
+  resolve_attention_kernel(attention_kernel_from_name(cfg.attn_implementation), resolve_device(cfg.device));
   plugins.configure(cfg, run_info_for(cfg, "check"));
   for (const auto& d : cfg.datasets)
     if (!std::filesystem::exists(d.path))

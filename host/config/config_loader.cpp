@@ -273,6 +273,7 @@ TrainConfig parse_train_config(const std::string& toml_text, const std::string& 
   r.read("max_grad_norm", c.max_grad_norm, 0.0);
   r.read("bf16", c.bf16);
   r.read("gradient_checkpointing", c.gradient_checkpointing);
+  r.read("attn_implementation", c.attn_implementation, {"auto", "sdpa", "fused_cpu", "eager"});
   r.read("logging_steps", c.logging_steps, 1);
   r.read("eval_steps", c.eval_steps, 0);
   r.read("eval_max_batches", c.eval_max_batches, 0);

@@ -53,6 +53,9 @@ struct TrainConfig {
   double max_grad_norm = 1.0;  // 0 disables clipping
   bool bf16 = false;
   bool gradient_checkpointing = false;
+  // How attention is computed (model/llama_model.hpp AttentionKernel): auto | sdpa | fused_cpu |
+  // eager. auto: SDPA on libtorch 2.x, the fused CPU kernel on 1.13's CPU, eager otherwise.
+  std::string attn_implementation = "auto";
 
   std::int64_t logging_steps = 1;
   std::int64_t eval_steps = 0;  // 0: evaluate only at the end (when there is an eval split)

@@ -56,6 +56,20 @@ std::string ranks_text(const std::vector<int>& ranks) {
   return out;
 }
 
+// libtorch >= 2.4 asks for the libuv store backend by default, and builds without libuv (Debian
+// 13's 2.6) refuse it; the classic backend speaks the same protocol, so fall back to it.
+c10::intrusive_ptr<c10d::Store> make_tcp_store(const std::string& host, c10d::TCPStoreOptions so) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
+  try {
+    return c10::make_intrusive<c10d::TCPStore>(host, so);
+  } catch (const std::exception& e) {
+    if (!so.useLibUV || !contains(e.what(), "without libuv")) throw;
+    so.useLibUV = false;
+  }
+#endif
+  return c10::make_intrusive<c10d::TCPStore>(host, so);
+}
+
 bool is_loopback(const std::string& addr) {
   return addr == "localhost" || addr.rfind("127.", 0) == 0 || addr == "::1";
 }
@@ -152,7 +166,7 @@ struct ProcessGroup::Impl {
     so.waitWorkers = false;  // the join below waits, and can name who is missing
     so.timeout = opt.timeout;
     try {
-      store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
+      store = make_tcp_store(env.master_addr, so);
       if (env.agent_store)
         store = c10::make_intrusive<c10d::PrefixStore>("/worker/attempt_" + env.attempt, store);
     } catch (const std::exception& e) {
@@ -246,6 +260,8 @@ struct ProcessGroup::Impl {
     if (!group) throw UserError("distributed: backend " + backend + " is not available");
   }
 };
+
+bool gloo_available() { return kHasGloo; }
 
 ProcessGroup::ProcessGroup(const LaunchEnvironment& env, const ProcessGroupOptions& options)
     : impl_(std::make_unique<Impl>()) {

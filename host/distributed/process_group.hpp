@@ -68,4 +68,8 @@ class ProcessGroup {
   std::unique_ptr<Impl> impl_;
 };
 
+// Whether this build has the Gloo backend (the CPU's; libtorch built with Gloo and its headers
+// present when loom was compiled).
+bool gloo_available();
+
 }  // namespace loom

@@ -62,11 +62,9 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const LayerInputs& 
   // One matrix product for q, k and v (the parameters stay separate, as transformers names
   // them; backward splits the gradient of the concatenation).
   auto qkv = F::linear(x, torch::cat({q_proj->weight, k_proj->weight, v_proj->weight}, 0));
-  torch::Tensor out;
-  if (in.fused && qkv.scalar_type() != torch::kHalf) {
-    out = fused_rope_attention(qkv, in.cos, in.sin, in.bias, in.causal,
-                               AttentionDims{heads_, kv_heads_, head_dim_});
-    return o_proj(out);
+  if (in.kernel == AttentionKernel::FusedCpu && qkv.scalar_type() != torch::kHalf) {
+    return o_proj(fused_rope_attention(qkv, in.cos, in.sin, in.bias, in.causal,
+                                       AttentionDims{heads_, kv_heads_, head_dim_}));
   }
   auto q = apply_rope(qkv.narrow(2, 0, heads_ * head_dim_).view({B, S, heads_, head_dim_}), in);
   auto k = apply_rope(qkv.narrow(2, heads_ * head_dim_, kv_heads_ * head_dim_).view({B, S, kv_heads_, head_dim_}), in);
@@ -76,21 +74,49 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const LayerInputs& 
   q = q.transpose(1, 2);  // [B, H, S, D]
   k = k.transpose(1, 2);
   v = v.transpose(1, 2);
+  torch::Tensor out;
 #if TORCH_VERSION_MAJOR >= 2
-  out = at::scaled_dot_product_attention(q, k, v, in.mask, 0.0,
-                                         /*is_causal=*/!in.mask.defined() && in.causal);
-#else
-  auto scores = torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(double(head_dim_)));
-  if (in.mask.defined()) {
-    scores = scores.masked_fill(in.mask.logical_not(), -std::numeric_limits<float>::infinity());
-  } else if (in.causal) {
-    auto future = torch::ones({S, S}, torch::dtype(torch::kBool).device(x.device())).triu(1);
-    scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());
+  if (in.kernel == AttentionKernel::Sdpa) {
+    // No mask tensor at all (an undefined one is refused) when attention is plain causal or
+    // full: only then may SDPA choose the flash kernel. A packed or explicit mask goes as a
+    // boolean [B, 1, S, S] (true = may attend), which the memory-efficient kernel takes.
+    c10::optional<at::Tensor> mask;
+    if (in.mask.defined()) mask = in.mask;
+    out = at::scaled_dot_product_attention(q, k, v, mask, 0.0,
+                                           /*is_causal=*/!in.mask.defined() && in.causal);
   }
-  out = torch::matmul(torch::softmax(scores, -1).to(v.scalar_type()), v);
 #endif
+  if (!out.defined()) {
+    auto scores = torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(double(head_dim_)));
+    if (in.mask.defined()) {
+      scores = scores.masked_fill(in.mask.logical_not(), -std::numeric_limits<float>::infinity());
+    } else if (in.causal) {
+      auto future = torch::ones({S, S}, torch::dtype(torch::kBool).device(x.device())).triu(1);
+      scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());
+    }
+    out = torch::matmul(torch::softmax(scores, -1).to(v.scalar_type()), v);
+  }
   return o_proj(out.transpose(1, 2).reshape({B, S, heads_ * head_dim_}));
 }
+
+const char* attention_kernel_name(AttentionKernel k) {
+  switch (k) {
+    case AttentionKernel::Auto: return "auto";
+    case AttentionKernel::Sdpa: return "sdpa";
+    case AttentionKernel::FusedCpu: return "fused_cpu";
+    case AttentionKernel::Composite: return "eager";
+  }
+  return "?";
+}
+
+AttentionKernel attention_kernel_from_name(const std::string& name) {
+  for (auto k : {AttentionKernel::Auto, AttentionKernel::Sdpa, AttentionKernel::FusedCpu,
+                 AttentionKernel::Composite})
+    if (name == attention_kernel_name(k)) return k;
+  throw UserError("attn_implementation = \"" + name + "\": expected auto, sdpa, fused_cpu or eager");
+}
+
+bool sdpa_available() { return TORCH_VERSION_MAJOR >= 2; }
 
 // ---- MLP and layer ---------------------------------------------------------------------
 MlpImpl::MlpImpl(const ModelConfig& c) {
@@ -141,7 +167,7 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
     ctx->saved_data["has_bias"] = in.bias.defined();
     if (in.bias.defined()) ctx->saved_data["bias"] = in.bias;
     ctx->saved_data["causal"] = in.causal;
-    ctx->saved_data["fused"] = in.fused;
+    ctx->saved_data["kernel"] = static_cast<std::int64_t>(in.kernel);
     ctx->saved_data["layer"] = layer_address;
     ctx->saved_data["autocast"] = autocast_enabled(x.device().is_cuda());
     return reinterpret_cast<DecoderLayerImpl*>(layer_address)->forward(x, in);
@@ -156,7 +182,7 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
     if (ctx->saved_data["has_mask"].toBool()) in.mask = ctx->saved_data["mask"].toTensor();
     if (ctx->saved_data["has_bias"].toBool()) in.bias = ctx->saved_data["bias"].toTensor();
     in.causal = ctx->saved_data["causal"].toBool();
-    in.fused = ctx->saved_data["fused"].toBool();
+    in.kernel = static_cast<AttentionKernel>(ctx->saved_data["kernel"].toInt());
     auto* layer = reinterpret_cast<DecoderLayerImpl*>(ctx->saved_data["layer"].toInt());
     torch::Tensor y;
     {
@@ -273,6 +299,28 @@ torch::Tensor build_attention_mask(const torch::Tensor& segment_ids,
   return allowed.unsqueeze(1);  // [B, 1, S, S]
 }
 
+AttentionKernel LlamaForCausalLMImpl::resolved_attention_kernel(const at::Device& device) const {
+  return resolve_attention_kernel(attention_kernel_, device);
+}
+
+AttentionKernel resolve_attention_kernel(AttentionKernel requested, const at::Device& device) {
+  switch (requested) {
+    case AttentionKernel::Auto:
+      if (sdpa_available()) return AttentionKernel::Sdpa;
+      return device.is_cpu() ? AttentionKernel::FusedCpu : AttentionKernel::Composite;
+    case AttentionKernel::Sdpa:
+      if (!sdpa_available())
+        throw UserError("attn_implementation = \"sdpa\" needs libtorch 2.x (this is " TORCH_VERSION ")");
+      break;
+    case AttentionKernel::FusedCpu:
+      if (!device.is_cpu())
+        throw UserError("attn_implementation = \"fused_cpu\" runs on the CPU only, not on " + device.str());
+      break;
+    case AttentionKernel::Composite: break;
+  }
+  return requested;
+}
+
 torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& input_ids,
                                             const torch::Tensor& position_ids,
                                             const torch::Tensor& segment_ids,
@@ -295,10 +343,8 @@ torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& input_ids,
   in.cos = rope_cos_.index_select(0, flat).view({B, S, 1, -1});
   in.sin = rope_sin_.index_select(0, flat).view({B, S, 1, -1});
   in.mask = build_attention_mask(segment_ids, attention, S, &in.causal);
-#if TORCH_VERSION_MAJOR < 2
-  in.fused = input_ids.device().is_cpu();
-#endif
-  if (in.fused) {
+  in.kernel = resolved_attention_kernel(input_ids.device());
+  if (in.kernel == AttentionKernel::FusedCpu) {
     const auto opts = torch::dtype(torch::kFloat).device(input_ids.device());
     const double inf = std::numeric_limits<double>::infinity();
     if (in.mask.defined())

@@ -24,6 +24,23 @@ class RMSNormImpl : public torch::nn::Module {
 };
 TORCH_MODULE(RMSNorm);
 
+// How attention is computed. All give the same results to float tolerance
+// (tests/model/attention_paths_test.cpp checks each against a float64 reference).
+enum class AttentionKernel {
+  Auto,       // Sdpa on libtorch 2.x; FusedCpu on libtorch 1.13 CPU; Composite otherwise
+  Sdpa,       // at::scaled_dot_product_attention (libtorch 2.x): flash / memory-efficient kernels
+  FusedCpu,   // fused_rope_attention (model/fused_attention.hpp): CPU tensors only
+  Composite,  // matmul, masked_fill, softmax, matmul: keeps [B, H, S, S]; the plain reference
+};
+// The names of the config key attn_implementation: auto, sdpa, fused_cpu, eager (Composite).
+const char* attention_kernel_name(AttentionKernel k);
+AttentionKernel attention_kernel_from_name(const std::string& name);
+// The kernel `requested` means for inputs on `device` (never Auto); a UserError naming
+// attn_implementation when this build or the device cannot run it.
+AttentionKernel resolve_attention_kernel(AttentionKernel requested, const at::Device& device);
+// Whether this libtorch has at::scaled_dot_product_attention.
+bool sdpa_available();
+
 // Per-forward inputs shared by all layers.
 struct LayerInputs {
   torch::Tensor cos, sin;  // [B, S, 1, D] rotary tables gathered at the position ids
@@ -32,7 +49,7 @@ struct LayerInputs {
   // The fused CPU attention's additive form of mask/causal: [B or 1, S, S] (0 or -inf), or
   // undefined for full attention. Built once per forward, shared by all layers.
   torch::Tensor bias;
-  bool fused = false;      // use fused_rope_attention (CPU, libtorch without fused SDPA)
+  AttentionKernel kernel = AttentionKernel::Composite;  // resolved: never Auto
 };
 
 class AttentionImpl : public torch::nn::Module {
@@ -96,6 +113,11 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
 
   const ModelConfig& config() const { return config_; }
   void set_gradient_checkpointing(bool on) { checkpointing_ = on; }
+  // Auto unless a test or benchmark pins one; forward() refuses a kernel this build or the
+  // input's device cannot run.
+  void set_attention_kernel(AttentionKernel k) { attention_kernel_ = k; }
+  // The kernel forward() uses for inputs on `device`.
+  AttentionKernel resolved_attention_kernel(const at::Device& device) const;
 
   LlamaBackbone model{nullptr};
   torch::nn::Linear lm_head{nullptr};  // null when tie_word_embeddings
@@ -105,6 +127,7 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
 
   ModelConfig config_;
   bool checkpointing_ = false;
+  AttentionKernel attention_kernel_ = AttentionKernel::Auto;
   torch::Tensor rope_cos_, rope_sin_;  // [max_pos, D], not parameters
 };
 TORCH_MODULE(LlamaForCausalLM);

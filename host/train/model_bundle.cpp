@@ -1,5 +1,8 @@
 #include "train/model_bundle.hpp"
 
+#include <dlfcn.h>
+#include <torch/version.h>
+
 #include "errors.hpp"
 #include "io/hf_config.hpp"
 #include "io/tensor_io.hpp"
@@ -9,15 +12,36 @@
 namespace loom {
 namespace fs = std::filesystem;
 
+namespace {
+
+// Why CUDA cannot be used: a CPU-only libtorch (libtorch_cuda is not part of this process), or
+// no device visible to it.
+[[noreturn]] void no_cuda(const std::string& asked) {
+  void* lib = dlopen("libtorch_cuda.so", RTLD_LAZY | RTLD_NOLOAD);
+  const bool cuda_build = lib != nullptr;
+  if (lib) dlclose(lib);
+  if (!cuda_build)
+    throw UserError("device = \"" + asked + "\" but this libtorch (" TORCH_VERSION
+                    ") was built without CUDA: build loom against a CUDA libtorch (docs/gpu.md)");
+  throw UserError("device = \"" + asked + "\" but no CUDA device is visible (see nvidia-smi and "
+                  "CUDA_VISIBLE_DEVICES)");
+}
+
+}  // namespace
+
 torch::Device resolve_device(const std::string& device) {
   if (device.rfind("cuda:", 0) == 0) {  // set by the trainer for data-parallel ranks
-    if (!torch::cuda::is_available())
-      throw UserError("device = \"cuda\" but this libtorch has no usable CUDA device");
-    return torch::Device(device);
+    if (!torch::cuda::is_available()) no_cuda(device);
+    const torch::Device d(device);
+    const auto visible = std::int64_t(torch::cuda::device_count());
+    if (d.index() >= visible)
+      throw UserError("device " + device + ": one GPU per local rank, but only " +
+                      std::to_string(visible) + " visible; use --nproc " + std::to_string(visible) +
+                      " or fewer");
+    return d;
   }
   if (device == "cuda") {
-    if (!torch::cuda::is_available())
-      throw UserError("device = \"cuda\" but this libtorch has no usable CUDA device");
+    if (!torch::cuda::is_available()) no_cuda(device);
     return torch::kCUDA;
   }
   if (device == "auto" && torch::cuda::is_available()) return torch::kCUDA;
@@ -75,6 +99,8 @@ ModelBundle build_model_bundle(const TrainConfig& cfg, const fs::path& weights_d
     model->reset_parameters(cfg.seed);
   }
   model->set_gradient_checkpointing(cfg.gradient_checkpointing);
+  model->set_attention_kernel(attention_kernel_from_name(cfg.attn_implementation));
+  model->resolved_attention_kernel(b.device);  // refuses what this build or device cannot run
   model->to(b.device);
   b.model = std::make_unique<LlamaModelHandle>(model);
 
