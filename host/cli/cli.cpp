@@ -82,6 +82,9 @@ int dispatch(int argc, char** argv) {
   bn->add_option("--steps", bench.steps, "timed steps")->check(CLI::Range(1, 1000000));
   bn->add_option("--warmup", bench.warmup, "untimed steps first")->check(CLI::Range(0, 1000000));
   bn->add_option("--profile", bench.profile, "write a Chrome trace of the timed steps to FILE");
+  bn->add_option("--peak-tflops", bench.peak_tflops,
+                 "the device's declared peak (TFLOP/s) for mfu_declared, e.g. 989 for H100/H200 bf16")
+      ->check(CLI::PositiveNumber);
 
   // `trainer --config X` (no command) means `trainer train --config X`.
   std::vector<std::string> args(argv + 1, argv + argc);

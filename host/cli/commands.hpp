@@ -61,6 +61,7 @@ struct BenchArgs {
   std::int64_t steps = 10;
   std::int64_t warmup = 2;
   std::string profile;  // write a Chrome trace of the timed steps (libtorch's profiler) here
+  double peak_tflops = 0;  // a declared peak (e.g. 989 for H100/H200 dense bf16): adds mfu_declared
 };
 int run_bench(const BenchArgs& args);
 
