@@ -97,6 +97,23 @@ TEST(DiffusionLoss, PretrainingWithImportanceWeightingMatchesReference) {
   EXPECT_EQ(r.metrics.count("answer_ratio"), 0u);
 }
 
+// The same golden values with every tensor on a CUDA device (skipped without one).
+TEST(DiffusionLoss, PretrainingWithImportanceWeightingMatchesReferenceOnCuda) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  Example e;
+  e.hidden = e.hidden.detach().to(torch::kCUDA).requires_grad_(true);
+  e.weight = e.weight.to(torch::kCUDA);
+  for (auto* t : {&e.batch.input_ids, &e.batch.labels, &e.batch.segment_ids}) *t = t->to(torch::kCUDA);
+  for (auto& [k, v] : e.batch.extras) v = v.to(torch::kCUDA);
+  auto r = diffusion_loss(e.output(), e.batch, window(2, 3), {true, false});
+  EXPECT_TRUE(r.loss.is_cuda());
+  EXPECT_NEAR(r.loss.item<double>(), 3.1326218152, kTol);
+  EXPECT_NEAR(r.metrics.at("ce_loss"), 2.4555698470, kTol);
+  EXPECT_NEAR(r.metrics.at("accuracy"), 0.2, 1e-12);
+  r.loss.backward();
+  EXPECT_TRUE(e.hidden.grad().defined());
+}
+
 TEST(DiffusionLoss, PretrainingWithoutImportanceWeightingMatchesReference) {
   Example e;
   auto r = diffusion_loss(e.output(), e.batch, window(2, 3), {false, false});

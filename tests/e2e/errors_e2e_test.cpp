@@ -2,6 +2,9 @@
 // crash, an abort or a stack dump.
 #include <gtest/gtest.h>
 
+#include <torch/cuda.h>
+#include <torch/version.h>
+
 #include "e2e/tiny_run.hpp"
 #include "loom/sdk/version.hpp"
 
@@ -62,6 +65,32 @@ TEST(ErrorsE2E, PluginProblems) {
   expect_error(train_with(dir, cfg + "\n[diffusoin]\neps = 0.1\n"), "table [diffusoin] belongs to no loaded plugin");
   // Nothing was written for runs that failed before training.
   EXPECT_FALSE(fs::exists(dir / "o" / "final"));
+}
+
+// A GPU asked for where there is none, NCCL where it cannot run: one message saying what is
+// missing, before the output folder exists.
+TEST(ErrorsE2E, DeviceAndBackendProblems) {
+  auto dir = fresh_dir("errors-device");
+  if (!torch::cuda::is_available()) {
+    expect_error(train_with(dir, tiny_config(dir / "o", 2, "device = \"cuda\"\n")),
+                 "device = \"cuda\" but ");
+    EXPECT_FALSE(fs::exists(dir / "o"));
+  }
+  expect_error(train_with(dir, tiny_config(dir / "o", 2, "device = \"cpu\"\ndistributed_backend = \"nccl\"\n"),
+                          {"--nproc", "2"}),
+               "distributed_backend = \"nccl\"");
+  EXPECT_FALSE(fs::exists(dir / "o"));
+  // An attention kernel this build cannot run.
+#if TORCH_VERSION_MAJOR < 2
+  expect_error(train_with(dir, tiny_config(dir / "o", 2, "attn_implementation = \"sdpa\"\n")),
+               "attn_implementation = \"sdpa\" needs libtorch 2.x");
+  EXPECT_FALSE(fs::exists(dir / "o"));
+  // `trainer check` refuses it too.
+  expect_error(run_trainer({"check", "--config", (dir / "cfg.toml").string()}),
+               "attn_implementation = \"sdpa\" needs libtorch 2.x");
+#endif
+  expect_error(train_with(dir, tiny_config(dir / "o", 2, "attn_implementation = \"flash\"\n")),
+               "attn_implementation");
 }
 
 TEST(ErrorsE2E, CorruptCheckpointOnResume) {

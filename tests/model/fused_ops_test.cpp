@@ -284,5 +284,46 @@ TEST(ModelHandleCrossEntropy, MatchesTheProjectFallback) {
   EXPECT_LT((ce[1].to(torch::kDouble) - by_hand).abs().max().item<double>(), 1e-5);
 }
 
+// On a CUDA device (skipped without one) the handle's cross-entropy is the composite path:
+// the same values as logsumexp - target logit by hand, and the CPU's values.
+TEST(ModelHandleCrossEntropy, MatchesByHandOnCuda) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  torch::manual_seed(12);
+  ModelConfig c;
+  c.vocab_size = 300;
+  c.hidden_size = 32;
+  c.intermediate_size = 48;
+  c.num_hidden_layers = 1;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.max_position_embeddings = 32;
+  LlamaModelHandle cpu{LlamaForCausalLM(c)};
+  LlamaModelHandle gpu{LlamaForCausalLM(c)};
+  {
+    torch::NoGradGuard no_grad;
+    auto src = cpu.model()->parameters();
+    auto dst = gpu.model()->parameters();
+    for (std::size_t i = 0; i < src.size(); ++i) dst[i].copy_(src[i]);
+  }
+  gpu.model()->to(torch::kCUDA);
+  auto ids = torch::randint(c.vocab_size, {2, 12}, torch::kLong);
+  auto where = torch::rand({2, 12}).lt(0.5);
+  where[0][3] = true;
+  auto targets = torch::randint(c.vocab_size, {where.sum().item<std::int64_t>()}, torch::kLong);
+  auto out_gpu = gpu.forward(ids.cuda(), {}, {}, sdk::AttentionSpec::bidirectional());
+  auto ce_gpu = sdk::cross_entropy_where(out_gpu, &gpu, where.cuda(), targets.cuda(), nullptr);
+  ASSERT_TRUE(ce_gpu.is_cuda());
+  auto out_cpu = cpu.forward(ids, {}, {}, sdk::AttentionSpec::bidirectional());
+  auto ce_cpu = sdk::cross_entropy_where(out_cpu, &cpu, where, targets, nullptr);
+  EXPECT_LT((ce_gpu.cpu() - ce_cpu).abs().max().item<double>(), 1e-4);
+  auto logits = out_gpu.project(out_gpu.hidden).reshape({-1, c.vocab_size}).cpu()
+                    .index_select(0, where.reshape({-1}).nonzero().squeeze(1))
+                    .to(torch::kDouble);
+  auto by_hand = logits.exp().sum(-1).log() - logits.gather(1, targets.unsqueeze(1)).squeeze(1);
+  EXPECT_LT((ce_gpu.cpu().to(torch::kDouble) - by_hand).abs().max().item<double>(), 1e-5);
+  ce_gpu.sum().backward();
+  EXPECT_TRUE(gpu.model()->output_weight().grad().is_cuda());
+}
+
 }  // namespace
 }  // namespace loom
