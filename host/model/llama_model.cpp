@@ -300,13 +300,18 @@ torch::Tensor build_attention_mask(const torch::Tensor& segment_ids,
 }
 
 AttentionKernel LlamaForCausalLMImpl::resolved_attention_kernel(const at::Device& device) const {
-  return resolve_attention_kernel(attention_kernel_, device);
+  return resolve_attention_kernel(attention_kernel_, device,
+                                  device.is_cpu() && autocast_enabled(/*cuda=*/false));
 }
 
-AttentionKernel resolve_attention_kernel(AttentionKernel requested, const at::Device& device) {
+AttentionKernel resolve_attention_kernel(AttentionKernel requested, const at::Device& device,
+                                         bool cpu_autocast) {
   switch (requested) {
     case AttentionKernel::Auto:
-      if (sdpa_available()) return AttentionKernel::Sdpa;
+      // Under CPU bf16 autocast, libtorch 2.6's SDPA runs the bench's bf16 shape 1.46x slower
+      // than the fused kernel (docs/performance.md, "libtorch 2.x on the CPU"); in fp32 it is
+      // the faster of the two.
+      if (sdpa_available() && !(device.is_cpu() && cpu_autocast)) return AttentionKernel::Sdpa;
       return device.is_cpu() ? AttentionKernel::FusedCpu : AttentionKernel::Composite;
     case AttentionKernel::Sdpa:
       if (!sdpa_available())

@@ -27,7 +27,8 @@ TORCH_MODULE(RMSNorm);
 // How attention is computed. All give the same results to float tolerance
 // (tests/model/attention_paths_test.cpp checks each against a float64 reference).
 enum class AttentionKernel {
-  Auto,       // Sdpa on libtorch 2.x; FusedCpu on libtorch 1.13 CPU; Composite otherwise
+  Auto,       // Sdpa on libtorch 2.x (FusedCpu under CPU autocast); FusedCpu on libtorch 1.13
+              // CPU; Composite otherwise
   Sdpa,       // at::scaled_dot_product_attention (libtorch 2.x): flash / memory-efficient kernels
   FusedCpu,   // fused_rope_attention (model/fused_attention.hpp): CPU tensors only
   Composite,  // matmul, masked_fill, softmax, matmul: keeps [B, H, S, S]; the plain reference
@@ -35,9 +36,11 @@ enum class AttentionKernel {
 // The names of the config key attn_implementation: auto, sdpa, fused_cpu, eager (Composite).
 const char* attention_kernel_name(AttentionKernel k);
 AttentionKernel attention_kernel_from_name(const std::string& name);
-// The kernel `requested` means for inputs on `device` (never Auto); a UserError naming
-// attn_implementation when this build or the device cannot run it.
-AttentionKernel resolve_attention_kernel(AttentionKernel requested, const at::Device& device);
+// The kernel `requested` means for inputs on `device` (never Auto), `cpu_autocast` telling
+// whether bf16 autocast is on for the CPU; a UserError naming attn_implementation when this
+// build or the device cannot run it.
+AttentionKernel resolve_attention_kernel(AttentionKernel requested, const at::Device& device,
+                                         bool cpu_autocast = false);
 // Whether this libtorch has at::scaled_dot_product_attention.
 bool sdpa_available();
 

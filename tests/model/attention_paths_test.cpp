@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "errors.hpp"
 #include "model/llama_reference_golden.hpp"
 #include "model/reference_model.hpp"
 #include "train/autocast_guard.hpp"
@@ -161,6 +162,29 @@ TEST_P(AttentionPaths, EveryKernelGivesTheCompositesGradients) {
             << "parameter " << i;
     }
   }
+}
+
+// attn_implementation = "auto": SDPA on libtorch 2.x except under CPU bf16 autocast (where the
+// fused kernel measured faster); the fused kernel on 1.13's CPU; eager elsewhere on 1.13.
+TEST(AttentionKernelChoice, AutoFollowsTheBuildTheDeviceAndCpuAutocast) {
+  const at::Device cpu(at::kCPU), cuda(at::kCUDA);
+  const auto a = AttentionKernel::Auto;
+  if (sdpa_available()) {
+    EXPECT_EQ(resolve_attention_kernel(a, cpu, false), AttentionKernel::Sdpa);
+    EXPECT_EQ(resolve_attention_kernel(a, cpu, true), AttentionKernel::FusedCpu);
+    EXPECT_EQ(resolve_attention_kernel(a, cuda, false), AttentionKernel::Sdpa);
+    EXPECT_EQ(resolve_attention_kernel(AttentionKernel::Sdpa, cpu, true), AttentionKernel::Sdpa);
+  } else {
+    EXPECT_EQ(resolve_attention_kernel(a, cpu, false), AttentionKernel::FusedCpu);
+    EXPECT_EQ(resolve_attention_kernel(a, cuda, false), AttentionKernel::Composite);
+    EXPECT_THROW(resolve_attention_kernel(AttentionKernel::Sdpa, cpu), UserError);
+  }
+  EXPECT_THROW(resolve_attention_kernel(AttentionKernel::FusedCpu, cuda), UserError);
+  // The model itself asks the autocast state at forward time.
+  LlamaForCausalLM m(reference_config());
+  EXPECT_EQ(m->resolved_attention_kernel(cpu), sdpa_available() ? AttentionKernel::Sdpa : AttentionKernel::FusedCpu);
+  AutocastGuard autocast(true, /*cuda=*/false);
+  EXPECT_EQ(m->resolved_attention_kernel(cpu), AttentionKernel::FusedCpu);
 }
 
 #if TORCH_VERSION_MAJOR >= 2
