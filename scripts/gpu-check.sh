@@ -51,9 +51,17 @@ for f in .device/deps/*.deb; do
     rm -rf "$tmp"
   fi
 done
-# spdlog 1.10 needs fmt 9, and libtorch ships a newer fmt in its own include folder, which
-# comes first; fmt 9 goes in a folder of its own, named with -I (searched before -isystem).
-mkdir -p "$deps/fmt9/include" && cp -r "$deps/usr/include/fmt" "$deps/fmt9/include/"
+# The torch wheel ships third-party headers in its include folder, which comes first: a newer
+# fmt (spdlog 1.10 needs fmt 9) and possibly others that Debian's libraries were built against
+# (GoogleTest: headers of another version than Debian's libgtest.a would break the test binary).
+# Those go in a folder of their own, named with -I (searched before every -isystem folder).
+mkdir -p "$deps/first/include"
+for h in fmt gtest gmock; do
+  [ -d "$deps/usr/include/$h" ] && cp -r "$deps/usr/include/$h" "$deps/first/include/"
+done
+for h in fmt gtest gmock nlohmann; do
+  [ -d "$torch_prefix/../../include/$h" ] && echo "gpu-check: the torch wheel ships $h/ headers" | tee -a "$out/summary.txt"
+done
 export LD_LIBRARY_PATH="$deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 shared_dir="$repo/.device/shared"
 [ -d "$shared_dir/data" ] || shared_dir="$repo/../shared"
@@ -61,7 +69,7 @@ shared_dir="$repo/.device/shared"
 t0=$(stamp)
 if ! cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
       -DCMAKE_PREFIX_PATH="$torch_prefix;$deps/usr" -DLOOM_SHARED_DIR="$shared_dir" \
-      -DCMAKE_CXX_FLAGS="-I$deps/fmt9/include" \
+      -DCMAKE_CXX_FLAGS="-I$deps/first/include" \
       >"$out/configure.log" 2>&1; then
   tail -n 40 "$out/configure.log"
   say "configure FAILED"

@@ -16,7 +16,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$(pwd)"
-root="${LOOM_TORCH2_ROOT:-$HOME/.cache/loom/trixie}"
+home="${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}"
+root="${LOOM_TORCH2_ROOT:-$home/.cache/loom/trixie}"
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 
