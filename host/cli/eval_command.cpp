@@ -68,7 +68,7 @@ int run_eval(const EvalArgs& a) {
       auto out = b.model->forward(batch.input_ids, batch.position_ids, batch.segment_ids,
                                   plugins.attention(batch, ctx));
       auto res = plugins.owns_loss() ? plugins.loss(out, batch, ctx) : causal_lm_loss(out, batch, ctx);
-      const double w = double(plugins.owns_loss() ? ctx.window.tokens : ctx.window.next_token_targets);
+      const double w = eval_weight(res, ctx, plugins.owns_loss());
       values.push_back(res.loss.item<double>());
       weights.push_back(w);
     }

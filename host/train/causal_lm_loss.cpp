@@ -35,6 +35,12 @@ sdk::LossResult causal_lm_loss(const sdk::ModelOutput& out, const sdk::Batch& ba
   return r;
 }
 
+double eval_weight(const sdk::LossResult& result, const sdk::StepContext& ctx, bool plugin_loss) {
+  const auto it = result.metrics.find(sdk::kScoredTokensMetric);
+  if (it != result.metrics.end()) return it->second;
+  return double(plugin_loss ? ctx.window.tokens : ctx.window.next_token_targets);
+}
+
 sdk::WindowTotals window_totals(const std::vector<sdk::Batch>& batches) {
   sdk::WindowTotals t;
   for (const auto& b : batches) {

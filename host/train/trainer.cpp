@@ -47,7 +47,8 @@ class StopSignalScope {
 };
 
 // Values the ranks sum alongside the metrics (a plugin metric cannot be named like this).
-const std::string kLossKey = "loom:loss", kStopKey = "loom:stop", kCountKey = "loom:count";
+const std::string kLossKey = "loom:loss", kStopKey = "loom:stop", kCountKey = "loom:count",
+                  kWeightKey = "loom:weight";
 
 double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
@@ -252,7 +253,9 @@ sdk::Metrics Trainer::evaluate(std::int64_t step) {
     const std::int64_t keep = (cfg_.eval_max_batches - opt_.rank + W - 1) / W;  // k*W+rank < max
     if (std::int64_t(batches.size()) > keep) batches.resize(std::size_t(keep));
   }
-  double loss = 0;
+  // The loss: per-token average over the eval set (batches weighted by eval_weight); the other
+  // metrics: plain means over the evaluated batches.
+  double loss = 0, weight = 0;
   std::int64_t n = 0;
   sdk::Metrics sums;
   for (const auto& source : batches) {
@@ -266,23 +269,29 @@ sdk::Metrics Trainer::evaluate(std::int64_t step) {
       auto mo = model.forward(batch.input_ids, batch.position_ids, batch.segment_ids,
                               plugins_.attention(batch, ctx));
       auto lr = plugins_.owns_loss() ? plugins_.loss(mo, batch, ctx) : causal_lm_loss(mo, batch, ctx);
-      loss += lr.loss.item<double>();
-      for (const auto& [k, v] : lr.metrics) sums[k] += v;
+      const double w = eval_weight(lr, ctx, plugins_.owns_loss());
+      loss += w * lr.loss.item<double>();
+      weight += w;
+      for (const auto& [k, v] : lr.metrics)
+        if (k != sdk::kScoredTokensMetric) sums[k] += v;
       ++n;
     }
   }
   model.set_training(true);
   if (dp_.active()) {  // every rank evaluated its share of the batches
     sums[kLossKey] = loss;
+    sums[kWeightKey] = weight;
     sums[kCountKey] = double(n);
     sums = dp_.sum_metrics(sums, "evaluation at step " + std::to_string(step));
     loss = sums[kLossKey];
+    weight = sums[kWeightKey];
     n = std::int64_t(sums[kCountKey]);
     sums.erase(kLossKey);
+    sums.erase(kWeightKey);
     sums.erase(kCountKey);
   }
   if (n == 0) return result;
-  result["eval/loss"] = loss / double(n);
+  result["eval/loss"] = weight > 0 ? loss / weight : 0.0;
   for (const auto& [k, v] : sums)
     if (k != "loss") result["eval/" + k] = v / double(n);
   auto s = state(step);

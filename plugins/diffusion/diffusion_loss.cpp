@@ -91,6 +91,10 @@ sdk::LossResult diffusion_loss(const sdk::ModelOutput& out, const sdk::Batch& ba
   const std::int64_t n_eligible = eligible.sum().item<std::int64_t>();
 
   sdk::LossResult result;
+  // Evaluation reports the bound per scored token (see the header); the host weights batches
+  // by this count.
+  const bool bound = !ctx.training;
+  if (bound) result.metrics[sdk::kScoredTokensMetric] = static_cast<double>(n_eligible);
   result.metrics["num_masked_tokens"] = static_cast<double>(n_masked);
   result.metrics["mask_ratio"] =
       n_eligible > 0 ? static_cast<double>(n_masked) / static_cast<double>(n_eligible) : 0.0;
@@ -121,9 +125,11 @@ sdk::LossResult diffusion_loss(const sdk::ModelOutput& out, const sdk::Batch& ba
   weight_local.reserve(tokens.size());
   importance.reserve(tokens.size());
   for (const auto& t : tokens) {
-    const double iw = options.importance_weighting ? 1.0 / static_cast<double>(t.p) : 1.0;
+    const double iw = options.importance_weighting || bound ? 1.0 / static_cast<double>(t.p) : 1.0;
     double per_window = 0, per_local = 0;
-    if (t.answer_len > 0) {  // instruction document
+    if (bound) {
+      per_window = per_local = iw / static_cast<double>(n_eligible);
+    } else if (t.answer_len > 0) {  // instruction document
       const double doc_norm = options.importance_weighting
                                   ? static_cast<double>(t.answer_len)
                                   : static_cast<double>(masked_in_doc[{t.row, t.segment}]);

@@ -19,6 +19,15 @@
 //      per sample sum(CE/p)/answer length, then the mean over samples.
 //  instruction document, no weighting: CE_i / (m_doc * D), m_doc = masked tokens of the doc.
 //
+// Evaluation (StepContext::training false): the negative log-likelihood bound per scored token,
+// whatever importance_weighting says: sum over masked tokens of CE_i / p_i, divided by the
+// micro-batch's eligible tokens E (every token the forward process may mask: labelled,
+// non-special, non-padding -- answer tokens only for instruction documents). Its expectation
+// over the masks is LLaDA's likelihood bound of those tokens, averaged per token; padding
+// never counts. The metric "scored_tokens" (sdk::kScoredTokensMetric) reports E, and the host
+// weights eval batches by it, so the reported value is the bound per scored token of the whole
+// eval set, however the documents are packed or batched.
+//
 // Logit shift: token i is predicted from the hidden state at i-1 (same document: the forward
 // process never masks a document's first token in this mode).
 //

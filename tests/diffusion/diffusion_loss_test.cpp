@@ -137,6 +137,43 @@ TEST(DiffusionLoss, InstructionDataNormalisesPerDocumentAnswer) {
   EXPECT_NEAR(loss_of(e, window(2, 3), {false, false}), 2.8185559390, kTol);
 }
 
+// Evaluation reports the bound per scored token: sum(CE / p) over the masked tokens divided by
+// the eligible ones (padding and prompts never count), with or without importance weighting;
+// golden values from loss_reference.py.
+TEST(DiffusionLoss, EvaluationIsTheBoundPerScoredToken) {
+  auto eval_ctx = window(2, 3);
+  eval_ctx.training = false;
+  for (bool iw : {true, false}) {
+    Example e;
+    auto r = diffusion_loss(e.output(), e.batch, eval_ctx, {iw, false});
+    EXPECT_NEAR(r.loss.item<double>(), 3.4806909057, kTol);
+    EXPECT_DOUBLE_EQ(r.metrics.at(sdk::kScoredTokensMetric), 9.0);
+    e.make_instruction();
+    r = diffusion_loss(e.output(), e.batch, eval_ctx, {iw, false});
+    EXPECT_NEAR(r.loss.item<double>(), 4.8425359568, kTol);
+    EXPECT_DOUBLE_EQ(r.metrics.at(sdk::kScoredTokensMetric), 6.0);
+  }
+  // Training never reports the count.
+  Example e;
+  EXPECT_EQ(diffusion_loss(e.output(), e.batch, window(2, 3), {true, false}).metrics.count(sdk::kScoredTokensMetric), 0u);
+}
+
+// Evaluated row by row and weighted by their scored tokens, the rows give the whole batch's
+// bound: the value does not depend on how the documents are batched.
+TEST(DiffusionLoss, EvaluationWeightedByScoredTokensDoesNotDependOnBatching) {
+  auto eval_ctx = window(1, 1);
+  eval_ctx.training = false;
+  Example whole;
+  double sum = 0, weight = 0;
+  for (std::int64_t row = 0; row < 2; ++row) {
+    auto part = whole.rows(row, 1);
+    auto r = diffusion_loss(part.output(), part.batch, eval_ctx, {true, false});
+    sum += r.loss.item<double>() * r.metrics.at(sdk::kScoredTokensMetric);
+    weight += r.metrics.at(sdk::kScoredTokensMetric);
+  }
+  EXPECT_NEAR(sum / weight, 3.4806909057, kTol);
+}
+
 TEST(DiffusionLoss, MicroBatchLossesSumToTheWindowLoss) {
   for (bool instruction : {false, true}) {
     for (bool iw : {true, false}) {

@@ -61,3 +61,9 @@ sft_no_iw = ((ce(0, 1, 1) + ce(0, 3, 3)) / 2 + ce(1, 2, 2) / 1 + ce(1, 4, 4) / 1
 show("sft_no_iw", sft_no_iw)
 show("sft_answer_ratio", (3 + 2 + 1) / 9)
 show("sft_avg_answer_length", (3 + 2 + 1) / 3)
+
+# Evaluation: the bound per scored token, sum(CE / p) over the masked tokens divided by the
+# eligible tokens (pretraining: the 9 non-padding tokens; instruction: the 6 answer tokens),
+# whatever importance weighting says.
+show("eval_pretrain_bound", sum(ce(b, s, s) / p[b][s] for b, s in masked) / 9)
+show("eval_sft_bound", (ce(0, 1, 1) / 0.4 + ce(0, 3, 3) / 0.4 + ce(1, 2, 2) / 0.7 + ce(1, 4, 4) / 0.25) / 6)

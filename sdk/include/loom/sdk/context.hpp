@@ -61,6 +61,12 @@ struct LossResult {
                     // ranks and logs them as "train/<name>" (or "eval/<name>")
 };
 
+// In evaluation, a loss that is a per-token average may report how many tokens it averaged
+// over in LossResult::metrics under this name; the host then weights eval batches by it (so
+// padding and batch composition do not change the reported value). Without it the host
+// weights by WindowTotals::tokens. A naming convention only: no layout changes (SDK 1.1).
+inline constexpr const char* kScoredTokensMetric = "scored_tokens";
+
 struct TrainerState {
   std::int64_t step = 0;  // optimizer steps completed
   std::int64_t max_steps = 0;
