@@ -1,6 +1,7 @@
 #include "plugins/plugin_library.hpp"
 
 #include <boost/dll/shared_library.hpp>
+#include <dlfcn.h>
 #include <torch/version.h>
 
 #include <mutex>
@@ -23,6 +24,20 @@ std::vector<std::shared_ptr<void>>& keep_alive() {
   return *libs;
 }
 
+// The dynamic loader's own explanation of why `file` does not load ("" if it does): boost's
+// error code only says "Bad file descriptor".
+std::string loader_error(const std::string& file) {
+  void* h = dlopen(file.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (h) {
+    dlclose(h);
+    return "";
+  }
+  const char* e = dlerror();
+  return e ? e : "unknown loader error";
+}
+
+bool contains(const std::string& s, const char* part) { return s.find(part) != std::string::npos; }
+
 std::string version(unsigned a, unsigned b, unsigned c) {
   return std::to_string(a) + "." + std::to_string(b) + "." + std::to_string(c);
 }
@@ -35,9 +50,19 @@ std::shared_ptr<PluginLibrary> PluginLibrary::load(const std::filesystem::path& 
   auto handle = std::make_shared<Handle>();
   boost::dll::fs::error_code ec;
   handle->lib.load(boost::dll::fs::path(file), boost::dll::load_mode::rtld_now, ec);
-  if (ec)
-    throw UserError("plugin " + file + ": cannot be loaded as a shared library (" + ec.message() +
-                    ")");
+  if (ec) {
+    std::string why = loader_error(file);
+    if (why.empty()) why = ec.message();
+    if (contains(why, "invalid ELF header") || contains(why, "file too short"))
+      throw UserError("plugin " + file + ": not a shared library (" + why + ")");
+    std::string hint;
+    if (contains(why, "undefined symbol"))
+      hint = contains(why, "_Z")  // a C++ symbol: another libtorch, SDK or C++ ABI
+                 ? "; the plugin was probably built against another libtorch or with another "
+                   "_GLIBCXX_USE_CXX11_ABI: rebuild it against this trainer's SDK and libtorch"
+                 : "; a library it needs is missing or older than the one it was built against";
+    throw UserError("plugin " + file + ": cannot be loaded as a shared library: " + why + hint);
+  }
   if (!handle->lib.has("loom_plugin_abi") || !handle->lib.has("loom_plugin_create"))
     throw UserError("plugin " + file +
                     ": not a loom plugin (it does not export loom_plugin_abi and "

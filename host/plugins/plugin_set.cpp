@@ -18,6 +18,9 @@ auto PluginSet::guarded(const LoadedPlugin& p, const char* hook, Fn&& fn) -> dec
                     e.what_without_backtrace());
   } catch (const std::exception& e) {
     throw UserError("plugin '" + p.name + "' failed in hook " + hook + ": " + e.what());
+  } catch (...) {  // `throw 42` and the like: still a clean stop, not std::terminate
+    throw UserError("plugin '" + p.name + "' failed in hook " + hook +
+                    ": it threw something that is not a std::exception");
   }
 }
 
@@ -110,8 +113,26 @@ void PluginSet::transform_batch(sdk::Batch& batch, const sdk::StepContext& ctx) 
 
 sdk::AttentionSpec PluginSet::attention(const sdk::Batch& batch, const sdk::StepContext& ctx) {
   if (!attention_owner_) return sdk::AttentionSpec::causal();
-  return guarded(*attention_owner_, "attention",
-                 [&] { return attention_owner_->plugin->attention(batch, ctx); });
+  auto spec = guarded(*attention_owner_, "attention",
+                      [&] { return attention_owner_->plugin->attention(batch, ctx); });
+  if (spec.kind == sdk::AttentionSpec::Kind::Explicit) {
+    // [B or 1, 1, S, S] bool (true = may attend): anything else is the plugin's mistake, said
+    // here with its name rather than deep in the model.
+    const auto& m = spec.mask;
+    const std::int64_t B = batch.input_ids.size(0), S = batch.input_ids.size(1);
+    const auto fail = [&](const std::string& why) {
+      throw UserError("plugin '" + attention_owner_->name + "' failed in hook attention: " + why);
+    };
+    if (!m.defined()) fail("an explicit mask, but no mask tensor");
+    if (m.dim() != 4 || (m.size(0) != 1 && m.size(0) != B) || m.size(1) != 1 || m.size(2) != S ||
+        m.size(3) != S)
+      fail("the explicit mask must be [" + std::to_string(B) + " or 1, 1, " + std::to_string(S) +
+           ", " + std::to_string(S) + "], got " + c10::str(m.sizes()));
+    if (m.scalar_type() != at::kBool)
+      fail(std::string("the explicit mask must be bool (true = may attend), got ") +
+           c10::toString(m.scalar_type()));
+  }
+  return spec;
 }
 
 sdk::LossResult PluginSet::loss(const sdk::ModelOutput& out, const sdk::Batch& batch,

@@ -55,11 +55,20 @@ TEST(ErrorsE2E, PluginProblems) {
   auto cfg = tiny_config(dir / "o", 2);
   expect_error(train_with(dir, cfg, {"--plugin", (dir / "none.so").string()}), "none.so: file not found");
   write_file(dir / "libfake.so", "not an ELF file");
-  expect_error(train_with(dir, cfg, {"--plugin", (dir / "libfake.so").string()}), "cannot be loaded as a shared library");
+  expect_error(train_with(dir, cfg, {"--plugin", (dir / "libfake.so").string()}), "libfake.so: not a shared library");
+  expect_error(train_with(dir, cfg, {"--plugin", std::string(LOOM_FIXTURE_DIR) + "/libfixture_undefined_symbol.so"}),
+               "undefined symbol: loom_fixture_symbol_nobody_defines");
   const std::string fx = LOOM_FIXTURE_DIR;
   expect_error(train_with(dir, cfg, {"--plugin", fx + "/libfixture_bad_abi.so"}), "built for loom SDK ABI 99." + std::to_string(LOOM_SDK_ABI_MINOR));
   expect_error(train_with(dir, cfg, {"--plugin", fx + "/libfixture_thrower.so"}),
                "plugin 'thrower' failed in hook transform_batch: boom");
+  expect_error(train_with(dir, cfg, {"--plugin", fx + "/libfixture_mask_wrong_shape.so"}),
+               "plugin 'mask_wrong_shape' failed in hook attention: the explicit mask must be [4 or 1, 1, 64, 64], got [1, 1, 64, 63]");
+  expect_error(train_with(dir, cfg, {"--plugin", fx + "/libfixture_mask_float.so"}),
+               "plugin 'mask_float' failed in hook attention: the explicit mask must be bool");
+  expect_error(train_with(dir, cfg, {"--plugin", fx + "/libfixture_odd_thrower.so"}),
+               "plugin 'odd_thrower' failed in hook transform_batch: it threw something that is "
+               "not a std::exception");
   expect_error(train_with(dir, cfg, {"--plugin", fx + "/libfixture_loss_a.so", "--plugin", fx + "/libfixture_loss_b.so"}),
                "both provide the loss");
   expect_error(train_with(dir, cfg + "\n[diffusoin]\neps = 0.1\n"), "table [diffusoin] belongs to no loaded plugin");

@@ -18,7 +18,7 @@ namespace loom::sdk {
 struct AttentionSpec {
   enum class Kind { Causal, Bidirectional, Explicit };
   Kind kind = Kind::Causal;
-  at::Tensor mask;  // only for Explicit
+  at::Tensor mask;  // only for Explicit: [B or 1, 1, S, S] bool, true = may attend (else an error)
 
   static AttentionSpec causal() { return {Kind::Causal, {}}; }
   static AttentionSpec bidirectional() { return {Kind::Bidirectional, {}}; }
