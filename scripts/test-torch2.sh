@@ -61,6 +61,15 @@ make_tree() {
   $sudo touch "$root/.loom-ready"
 }
 
+# One run at a time per tree: two runs would mount different checkouts over each other and
+# rebuild the shared build folder under each other's tests.
+mkdir -p "$(dirname "$root")"
+exec 9>"$root.lock"
+if ! flock -n 9; then
+  echo "test-torch2: another run is using $root; waiting for it"
+  flock 9
+fi
+
 [ -f "$root/.loom-ready" ] || make_tree
 
 # /proc, /dev and /dev/shm for the tests (processes, ranks, shared memory); the checkout and
