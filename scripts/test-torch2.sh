@@ -72,6 +72,16 @@ fi
 
 [ -f "$root/.loom-ready" ] || make_tree
 
+# The build folder in the tree belongs to one checkout: ninja trusts file times, and another
+# checkout's files (a fresh clone, say) can be older than objects built from different code.
+# A checkout seen for the first time starts from an empty build folder (ccache keeps that
+# rebuild short: the tree's paths are the same for every checkout).
+if [ "$(cat "$root/loom/build.origin" 2>/dev/null)" != "$repo" ]; then
+  $sudo rm -rf "$root/loom/build"
+  $sudo mkdir -p "$root/loom"
+  echo "$repo" | $sudo tee "$root/loom/build.origin" >/dev/null
+fi
+
 # /proc, /dev and /dev/shm for the tests (processes, ranks, shared memory); the checkout and
 # ../shared (read-only) at /loom/src and /loom/shared, so relative paths work as here.
 mounts=()
