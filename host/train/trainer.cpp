@@ -314,7 +314,10 @@ void Trainer::write_final() {
   if (opt_.rank != 0) return;
   TrainerStateRecord rec{total_steps_, epoch_at(total_steps_), optimizer_->steps_taken(), cfg_.seed,
                          opt_.world_size, global_batch_rows()};
-  write_checkpoint(fs::path(cfg_.output_dir) / "final", bundle_, nullptr, rec, cfg_.resolved_toml, {});
+  // Plugins save what they keep (an EMA of the weights, say) into final/ as into checkpoints.
+  auto s = state(total_steps_);
+  write_checkpoint(fs::path(cfg_.output_dir) / "final", bundle_, nullptr, rec, cfg_.resolved_toml,
+                   [&](const fs::path& tmp) { plugins_.on_save(s, tmp.string()); });
 }
 
 int Trainer::run() {

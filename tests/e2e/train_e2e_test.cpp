@@ -36,6 +36,19 @@ TEST(TrainE2E, LossFallsAndAHuggingFaceFolderIsWritten) {
   EXPECT_EQ(config["hidden_size"], 32);
 }
 
+// A plugin's on_save runs for every checkpoint and for final/, inside the folder that is
+// renamed when complete (the fixture writes the step it was called at).
+TEST(TrainE2E, PluginsSaveIntoCheckpointsAndFinal) {
+  auto dir = fresh_dir("train-on-save");
+  write_file(dir / "cfg.toml", tiny_config(dir / "out", 4, "save_steps = 2\n"));
+  auto r = run_trainer({"--config", (dir / "cfg.toml").string(), "--no-progress", "--plugin",
+                        std::string(LOOM_FIXTURE_DIR) + "/libfixture_plain.so"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(read_file(dir / "out" / "checkpoint-2" / "fixture_on_save.txt"), "step 2\n");
+  EXPECT_EQ(read_file(dir / "out" / "checkpoint-4" / "fixture_on_save.txt"), "step 4\n");
+  EXPECT_EQ(read_file(dir / "out" / "final" / "fixture_on_save.txt"), "step 4\n");
+}
+
 TEST(TrainE2E, Bf16AutocastWithGradientCheckpointingTrains) {
   auto dir = fresh_dir("bf16");
   write_file(dir / "cfg.toml", tiny_config(dir / "out", 40, "bf16 = true\ngradient_checkpointing = true\n"));
