@@ -5,6 +5,7 @@
 
 #include "cli/command_setup.hpp"
 #include "cli/commands.hpp"
+#include "config/config_loader.hpp"
 #include "distributed/launch_environment.hpp"
 #include "distributed/local_launcher.hpp"
 #include "distributed/process_group.hpp"
@@ -28,6 +29,7 @@ int run_train(const TrainArgs& args) {
   }
   TrainConfig cfg = config_for(args.common);
   PluginSet plugins = plugins_for(args.common, cfg);
+  record_command_line_plugins(cfg, args.common.plugins);  // checkpoints remember them
   TrainOptions opt;
   opt.resume = args.resume;
   opt.resume_dir = args.resume_dir;

@@ -315,6 +315,30 @@ TrainConfig parse_train_config(const std::string& toml_text, const std::string& 
   return c;
 }
 
+void record_command_line_plugins(TrainConfig& config, const std::vector<std::string>& specs) {
+  if (specs.empty()) return;
+  toml::table root = toml::parse(config.resolved_toml);
+  toml::array* list = root["plugins"].as_array();
+  if (!list) {
+    root.insert_or_assign("plugins", toml::array{});
+    list = root["plugins"].as_array();
+  }
+  for (const auto& spec : specs) {
+    const bool is_file = spec.find('/') != std::string::npos ||
+                         (spec.size() > 3 && spec.compare(spec.size() - 3, 3, ".so") == 0);
+    const std::string entry =
+        is_file ? std::filesystem::absolute(spec).lexically_normal().string() : spec;
+    bool present = false;
+    for (const auto& e : *list) present |= e.value<std::string>() == entry;
+    if (present) continue;
+    list->push_back(entry);
+    config.plugins.push_back(entry);
+  }
+  std::ostringstream out;
+  out << root;
+  config.resolved_toml = out.str();
+}
+
 TrainConfig load_train_config(const std::filesystem::path& file,
                               const std::vector<std::string>& overrides) {
   std::ifstream in(file, std::ios::binary);

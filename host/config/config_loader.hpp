@@ -18,6 +18,12 @@ TrainConfig load_train_config(const std::filesystem::path& file,
 TrainConfig parse_train_config(const std::string& toml_text, const std::string& source_name,
                                const std::vector<std::string>& overrides = {});
 
+// Adds the plugins given on the command line (--plugin) to the config's `plugins` list, in
+// `config.plugins` and in the TOML written into checkpoints, so that generate, eval and resume
+// on those checkpoints load them again. A spec that names a file is recorded as its absolute
+// path; a bare name stays a name (found on the plugin search path).
+void record_command_line_plugins(TrainConfig& config, const std::vector<std::string>& specs);
+
 // The built-in default (a tiny model on a small corpus shipped in configs/data).
 const char* embedded_default_config();
 

@@ -30,7 +30,11 @@ PluginSet PluginSet::load(const std::vector<std::string>& specs) {
     auto lib = PluginLibrary::load(resolve_plugin(spec));
     bool dup = false;
     for (const auto& p : set.plugins_) {
-      if (p.library->info().path == lib->info().path) dup = true;
+      // The same file named twice (say, recorded in a checkpoint and given again with
+      // --plugin, by another spelling of its path) is loaded once.
+      if (std::filesystem::weakly_canonical(p.library->info().path) ==
+          std::filesystem::weakly_canonical(lib->info().path))
+        dup = true;
       else if (p.name == lib->info().name)
         throw UserError("two plugins are both named '" + p.name + "': " +
                         p.library->info().path.string() + " and " + lib->info().path.string());

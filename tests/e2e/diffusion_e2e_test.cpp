@@ -153,6 +153,23 @@ TEST(DiffusionE2E, EvalBoundDoesNotDependOnPackingOrBatchSize) {
     }
 }
 
+// Trained with --plugin (a path), the checkpoint records the plugin: generate and eval find it
+// without being told again; told again (the same file), it is loaded once.
+TEST(DiffusionE2E, CheckpointRemembersPluginsGivenOnTheCommandLine) {
+  const auto& d = trained();
+  const auto final_dir = d / "out" / "final";
+  EXPECT_NE(read_file(final_dir / "loom_config.toml").find(fs::path(kPlugin).lexically_normal().string()),
+            std::string::npos);
+  auto g = run_trainer({"generate", "--checkpoint", final_dir.string(), "--prompt", "abc", "--complete", "4",
+                        "--steps", "4"});
+  EXPECT_EQ(g.exit_code, 0) << g.output;
+  write_file(d / "eval-small.jsonl", "{\"text\": \"abcabcabcabc\"}\n");
+  auto e = run_trainer({"eval", "--checkpoint", final_dir.string(), "--data", (d / "eval-small.jsonl").string(),
+                        "--mc-samples", "2"});
+  ASSERT_EQ(e.exit_code, 0) << e.output;
+  EXPECT_NE(e.output.find("\"objective\":\"diffusion\""), std::string::npos) << e.output;
+}
+
 TEST(DiffusionE2E, GenerateRefusesACheckpointWithoutAMaskToken) {
   auto d = fresh_dir("diffusion-causal-ckpt");
   write_file(d / "cfg.toml", tiny_config(d / "out", 2));
