@@ -27,16 +27,15 @@ int run_eval(const EvalArgs& a) {
   const bool causal = a.objective == "causal";
   if (causal) cfg.plugins.clear();
   PluginSet plugins = plugins_for(causal ? CommonOptions{} : a.common, cfg);
-  if (causal) {
+  if (causal)
     for (auto it = cfg.plugin_tables.begin(); it != cfg.plugin_tables.end();) it = cfg.plugin_tables.erase(it);
-  } else if (!a.objective.empty()) {
-    bool found = false;
-    for (const auto& p : plugins.plugins()) found |= p.name == a.objective;
-    if (!found || !plugins.owns_loss())
+  ModelBundle b = load_checkpoint_for("eval", ckpt, cfg, plugins);  // configures the plugins
+  if (!causal && !a.objective.empty()) {  // who owns the loss is known after configure()
+    const bool found = plugins.owns_loss() && plugins.loss_owner()->name == a.objective;
+    if (!found)
       throw UserError("--objective " + a.objective + ": no loaded plugin of that name provides a loss "
                       "(use causal, or load the plugin with --plugin)");
   }
-  ModelBundle b = load_checkpoint_for("eval", ckpt, cfg, plugins);
   at::set_num_threads(cfg.threads > 0 ? cfg.threads : int(std::max(1u, std::thread::hardware_concurrency())));
 
   DatasetConfig ds;

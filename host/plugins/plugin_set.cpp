@@ -43,20 +43,6 @@ PluginSet PluginSet::load(const std::vector<std::string>& specs) {
     LoadedPlugin lp{lib, lib->create(), lib->info().name};
     set.plugins_.push_back(std::move(lp));
   }
-  for (auto& p : set.plugins_) {
-    if (set.guarded(p, "owns_loss", [&] { return p.plugin->owns_loss(); })) {
-      if (set.loss_owner_)
-        throw UserError("plugins '" + set.loss_owner_->name + "' and '" + p.name +
-                        "' both provide the loss; load only one of them");
-      set.loss_owner_ = &p;
-    }
-    if (set.guarded(p, "owns_attention", [&] { return p.plugin->owns_attention(); })) {
-      if (set.attention_owner_)
-        throw UserError("plugins '" + set.attention_owner_->name + "' and '" + p.name +
-                        "' both provide the attention mask; load only one of them");
-      set.attention_owner_ = &p;
-    }
-  }
   return set;
 }
 
@@ -103,6 +89,25 @@ void PluginSet::configure(const TrainConfig& config, const sdk::RunInfo& run) {
                                            it == config.plugin_tables.end() ? none : it->second,
                                            config.source.string());
     guarded(p, "configure", [&] { p.plugin->configure(section, run); });
+  }
+  resolve_owners();
+}
+
+void PluginSet::resolve_owners() {
+  loss_owner_ = attention_owner_ = nullptr;
+  for (auto& p : plugins_) {
+    if (guarded(p, "owns_loss", [&] { return p.plugin->owns_loss(); })) {
+      if (loss_owner_)
+        throw UserError("plugins '" + loss_owner_->name + "' and '" + p.name +
+                        "' both provide the loss; load only one of them");
+      loss_owner_ = &p;
+    }
+    if (guarded(p, "owns_attention", [&] { return p.plugin->owns_attention(); })) {
+      if (attention_owner_)
+        throw UserError("plugins '" + attention_owner_->name + "' and '" + p.name +
+                        "' both provide the attention mask; load only one of them");
+      attention_owner_ = &p;
+    }
   }
 }
 

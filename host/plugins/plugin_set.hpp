@@ -29,15 +29,17 @@ class PluginSet {
  public:
   PluginSet() = default;
   // Loads plugins named on the command line and in the config, in that order (duplicates are
-  // loaded once). Throws UserError for files that cannot be used and for two owners of the loss
-  // or of the attention.
+  // loaded once). Throws UserError for files that cannot be used.
   static PluginSet load(const std::vector<std::string>& specs);
 
   const std::vector<LoadedPlugin>& plugins() const { return plugins_; }
   bool empty() const { return plugins_.empty(); }
 
   // Validates every plugin table of the config against the plugins' schemas (tables that no
-  // loaded plugin owns are an error) and calls configure().
+  // loaded plugin owns are an error) and calls configure(); then asks each plugin whether it
+  // owns the loss and the attention -- after configure(), so the answer may depend on its
+  // config -- and throws UserError for two owners of either. Before configure() no plugin
+  // owns anything.
   void configure(const TrainConfig& config, const sdk::RunInfo& run);
   void on_model_loaded(sdk::ModelHandle& model, sdk::TokenizerHandle& tokenizer);
 
@@ -61,6 +63,7 @@ class PluginSet {
  private:
   template <class Fn>
   auto guarded(const LoadedPlugin& p, const char* hook, Fn&& fn) -> decltype(fn());
+  void resolve_owners();
 
   std::vector<LoadedPlugin> plugins_;
   LoadedPlugin* loss_owner_ = nullptr;

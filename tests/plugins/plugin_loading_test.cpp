@@ -34,7 +34,7 @@ TEST(PluginLibrary, LoadsAPluginAndReadsItsHandshake) {
   auto plugin = lib->create();
   lib.reset();  // the object keeps its library alive
   EXPECT_EQ(plugin->info().name, "plain");
-  EXPECT_EQ(plugin->config_schema().size(), 1u);
+  EXPECT_EQ(plugin->config_schema().size(), 2u);  // scale, own_loss
 }
 
 TEST(PluginLibrary, RefusesOtherAbiNamingFileAndBothVersions) {
@@ -74,8 +74,20 @@ TEST(PluginSearchPath, ResolvesNamesThroughLoomPluginPath) {
 }
 
 TEST(PluginSet, TwoLossOwnersAreAConfigError) {
-  auto msg = error_of([] { PluginSet::load({fixture("loss_a").string(), fixture("loss_b").string()}); });
+  auto set = PluginSet::load({fixture("loss_a").string(), fixture("loss_b").string()});
+  EXPECT_FALSE(set.owns_loss()) << "owners are known only after configure()";
+  auto msg = error_of([&] { set.configure(parse_train_config("", "c.toml"), {}); });
   EXPECT_NE(msg.find("'loss_a' and 'loss_b' both provide the loss"), std::string::npos) << msg;
+}
+
+// A plugin may decide from its config whether it owns the loss: the host asks after configure().
+TEST(PluginSet, OwnershipIsAskedAfterConfigure) {
+  auto set = PluginSet::load({fixture("plain").string()});
+  set.configure(parse_train_config("", "c.toml"), {});
+  EXPECT_FALSE(set.owns_loss());
+  set.configure(parse_train_config("[plain]\nown_loss = true\n", "c.toml"), {});
+  ASSERT_TRUE(set.owns_loss());
+  EXPECT_EQ(set.loss_owner()->name, "plain");
 }
 
 TEST(PluginSet, HookExceptionsNameThePluginAndTheHook) {
