@@ -24,10 +24,33 @@ auto PluginSet::guarded(const LoadedPlugin& p, const char* hook, Fn&& fn) -> dec
   }
 }
 
+namespace {
+
+// The plugin name a spec asks for: "diffusion" for diffusion, libdiffusion.so or diffusion.so;
+// "" for a path (anything with a '/'), which names a file rather than a plugin.
+std::string name_asked_for(const std::string& spec) {
+  if (spec.find('/') != std::string::npos) return "";
+  std::string n = spec;
+  if (n.size() > 3 && n.compare(n.size() - 3, 3, ".so") == 0) {
+    n.resize(n.size() - 3);
+    if (n.rfind("lib", 0) == 0) n = n.substr(3);
+  }
+  return n;
+}
+
+}  // namespace
+
 PluginSet PluginSet::load(const std::vector<std::string>& specs) {
   PluginSet set;
   for (const auto& spec : specs) {
     auto lib = PluginLibrary::load(resolve_plugin(spec));
+    // Asked for by name, the library must hold the plugin of that name: a file called
+    // libdiffusion.so holding another plugin would otherwise stand in for the real one.
+    const std::string asked = name_asked_for(spec);
+    if (!asked.empty() && asked != lib->info().name)
+      throw UserError("plugin '" + asked + "': " + lib->info().path.string() + " holds plugin '" +
+                      lib->info().name + "', not '" + asked +
+                      "'; rename the file or give its path to load it as '" + lib->info().name + "'");
     bool dup = false;
     for (const auto& p : set.plugins_) {
       // The same file named twice (say, recorded in a checkpoint and given again with
@@ -41,6 +64,11 @@ PluginSet PluginSet::load(const std::vector<std::string>& specs) {
     }
     if (dup) continue;
     LoadedPlugin lp{lib, lib->create(), lib->info().name};
+    const std::string declared = set.guarded(lp, "info", [&] { return lp.plugin->info().name; });
+    if (declared != lp.name)
+      throw UserError("plugin " + lib->info().path.string() + ": its handshake names it '" + lp.name +
+                      "' but its info() says '" + declared +
+                      "'; the name in LOOM_PLUGIN(Class, \"name\") and PluginInfo::name must agree");
     set.plugins_.push_back(std::move(lp));
   }
   return set;

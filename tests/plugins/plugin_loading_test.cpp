@@ -80,6 +80,27 @@ TEST(PluginSet, TwoLossOwnersAreAConfigError) {
   EXPECT_NE(msg.find("'loss_a' and 'loss_b' both provide the loss"), std::string::npos) << msg;
 }
 
+// The handshake's name and PluginInfo::name must agree; a plugin asked for by name must carry
+// that name (a library file named like another plugin does not stand in for it).
+TEST(PluginSet, NamesMustAgree) {
+  auto msg = error_of([] { PluginSet::load({fixture("name_mismatch").string()}); });
+  EXPECT_NE(msg.find("its handshake names it 'name_mismatch' but its info() says 'another_name'"),
+            std::string::npos) << msg;
+  auto dir = test::fresh_dir("shadow");
+  fs::copy_file(fixture("plain"), dir / "libhello.so");
+  setenv("LOOM_PLUGIN_PATH", dir.c_str(), 1);
+  msg = error_of([] { PluginSet::load({"hello"}); });
+  unsetenv("LOOM_PLUGIN_PATH");
+  EXPECT_NE(msg.find("plugin 'hello': " + (dir / "libhello.so").string() + " holds plugin 'fixture', not 'hello'"),
+            std::string::npos) << msg;
+  // By path, the same file loads under the name it carries.
+  auto set = PluginSet::load({(dir / "libhello.so").string()});
+  EXPECT_EQ(set.plugins().at(0).name, "fixture");
+  // By name, a plugin found under its own name loads (the build's plugin folder).
+  EXPECT_EQ(PluginSet::load({"diffusion"}).plugins().at(0).name, "diffusion");
+  EXPECT_EQ(PluginSet::load({"libdiffusion.so"}).plugins().at(0).name, "diffusion");
+}
+
 // A plugin may decide from its config whether it owns the loss: the host asks after configure().
 TEST(PluginSet, OwnershipIsAskedAfterConfigure) {
   auto set = PluginSet::load({fixture("plain").string()});
