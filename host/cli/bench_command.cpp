@@ -55,18 +55,19 @@ double measure_peak_matmul_gflops(torch::ScalarType dtype, const torch::Device& 
   torch::NoGradGuard no_grad;
   double best = 0;
   const bool cuda = device.is_cuda();
+  const std::int64_t cuda_index = device.has_index() ? device.index() : -1;
   const std::vector<std::int64_t> sizes =
       cuda ? std::vector<std::int64_t>{4096, 8192} : std::vector<std::int64_t>{1024, 2048};
   for (std::int64_t n : sizes) {
     auto opts = torch::TensorOptions().dtype(dtype).device(device);
     auto a = torch::randn({n, n}, opts), b = torch::randn({n, n}, opts);
     auto c = torch::mm(a, b);  // warm up (and let oneDNN / cuBLAS pick its kernel)
-    if (cuda) torch::cuda::synchronize(device.has_index() ? device.index() : -1);
+    if (cuda) torch::cuda::synchronize(cuda_index);
     for (int rep = 0; rep < 4; ++rep) {
       const int inner = cuda ? 10 : 1;
       const auto t0 = Clock::now();
       for (int i = 0; i < inner; ++i) torch::mm_out(c, a, b);
-      if (cuda) torch::cuda::synchronize(device.has_index() ? device.index() : -1);
+      if (cuda) torch::cuda::synchronize(cuda_index);
       const double s = seconds(t0, Clock::now()) / inner;
       best = std::max(best, 2.0 * double(n) * double(n) * double(n) / s / 1e9);
     }

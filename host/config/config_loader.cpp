@@ -324,10 +324,11 @@ void record_command_line_plugins(TrainConfig& config, const std::vector<std::str
     list = root["plugins"].as_array();
   }
   for (const auto& spec : specs) {
-    const bool is_file = spec.find('/') != std::string::npos ||
-                         (spec.size() > 3 && spec.compare(spec.size() - 3, 3, ".so") == 0);
+    // As the plugin search path reads a spec: with a '/' it is a path, else a name (diffusion,
+    // libdiffusion.so) looked up on the search path, which stays valid from anywhere.
+    const bool is_path = spec.find('/') != std::string::npos;
     const std::string entry =
-        is_file ? std::filesystem::absolute(spec).lexically_normal().string() : spec;
+        is_path ? std::filesystem::absolute(spec).lexically_normal().string() : spec;
     bool present = false;
     for (const auto& e : *list) present |= e.value<std::string>() == entry;
     if (present) continue;

@@ -20,8 +20,8 @@ TrainConfig parse_train_config(const std::string& toml_text, const std::string& 
 
 // Adds the plugins given on the command line (--plugin) to the config's `plugins` list, in
 // `config.plugins` and in the TOML written into checkpoints, so that generate, eval and resume
-// on those checkpoints load them again. A spec that names a file is recorded as its absolute
-// path; a bare name stays a name (found on the plugin search path).
+// on those checkpoints load them again. A path (a spec with a '/') is recorded as its absolute
+// path; a name (diffusion, libdiffusion.so) stays a name, found on the plugin search path.
 void record_command_line_plugins(TrainConfig& config, const std::vector<std::string>& specs);
 
 // The built-in default (a tiny model on a small corpus shipped in configs/data).

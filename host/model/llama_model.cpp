@@ -269,21 +269,28 @@ void LlamaForCausalLMImpl::resize_vocab(std::int64_t n) {
   config_.vocab_size = n;
 }
 
+std::string explicit_mask_problem(const torch::Tensor& mask, std::int64_t rows, std::int64_t seq_len) {
+  if (!mask.defined()) return "an explicit mask, but no mask tensor";
+  const std::string S = std::to_string(seq_len);
+  if (mask.dim() != 4 || (mask.size(0) != 1 && rows >= 0 && mask.size(0) != rows) ||
+      mask.size(1) != 1 || mask.size(2) != seq_len || mask.size(3) != seq_len)
+    return "the explicit mask must be [" + (rows >= 0 ? std::to_string(rows) : std::string("B")) +
+           " or 1, 1, " + S + ", " + S + "], got " + c10::str(mask.sizes());
+  if (mask.scalar_type() != torch::kBool)
+    return std::string("the explicit mask must be bool (true = may attend), got ") +
+           c10::toString(mask.scalar_type());
+  return "";
+}
+
 torch::Tensor build_attention_mask(const torch::Tensor& segment_ids,
                                    const sdk::AttentionSpec& spec, std::int64_t seq_len,
                                    bool* causal) {
   *causal = spec.kind == sdk::AttentionSpec::Kind::Causal;
   if (spec.kind == sdk::AttentionSpec::Kind::Explicit) {
-    const auto& given = spec.mask;
-    const bool rows_ok = given.defined() && given.dim() == 4 &&
-                         (given.size(0) == 1 || !segment_ids.defined() ||
-                          given.size(0) == segment_ids.size(0));
-    if (!rows_ok || given.size(1) != 1 || given.size(2) != seq_len ||
-        given.size(3) != seq_len)
-      throw std::invalid_argument("attention hook: an explicit mask must be [B or 1, 1, S, S] with S = " +
-                                  std::to_string(seq_len) + ", got " +
-                                  (given.defined() ? c10::str(given.sizes()) : std::string("none")));
-    auto m = given.to(torch::kBool);
+    const auto& m = spec.mask;
+    const std::string problem =
+        explicit_mask_problem(m, segment_ids.defined() ? segment_ids.size(0) : -1, seq_len);
+    if (!problem.empty()) throw std::invalid_argument("attention hook: " + problem);
     // A query with no allowed key would give NaN: let it see itself.
     auto empty = m.any(-1, /*keepdim=*/true).logical_not();
     auto eye = torch::eye(seq_len, torch::dtype(torch::kBool).device(m.device()));

@@ -135,6 +135,10 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
 };
 TORCH_MODULE(LlamaForCausalLM);
 
+// What is wrong with an attention hook's explicit mask for `rows` x `seq_len` inputs ("" if
+// nothing): it must be [rows or 1, 1, S, S] and bool (true = may attend). rows < 0: any.
+std::string explicit_mask_problem(const torch::Tensor& mask, std::int64_t rows, std::int64_t seq_len);
+
 // The [B, 1, S, S] boolean attention mask (true = may attend) for a spec, honouring packed
 // segments and padding; padding queries attend only to themselves so no row is empty.
 // Returns undefined when no mask is needed (one segment per row, no padding); `causal` is set

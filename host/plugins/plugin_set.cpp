@@ -5,6 +5,7 @@
 #include "config/config_loader.hpp"
 #include "config/key_suggestion.hpp"
 #include "errors.hpp"
+#include "model/llama_model.hpp"
 #include "plugins/plugin_search_path.hpp"
 
 namespace loom {
@@ -153,21 +154,11 @@ sdk::AttentionSpec PluginSet::attention(const sdk::Batch& batch, const sdk::Step
   auto spec = guarded(*attention_owner_, "attention",
                       [&] { return attention_owner_->plugin->attention(batch, ctx); });
   if (spec.kind == sdk::AttentionSpec::Kind::Explicit) {
-    // [B or 1, 1, S, S] bool (true = may attend): anything else is the plugin's mistake, said
-    // here with its name rather than deep in the model.
-    const auto& m = spec.mask;
-    const std::int64_t B = batch.input_ids.size(0), S = batch.input_ids.size(1);
-    const auto fail = [&](const std::string& why) {
-      throw UserError("plugin '" + attention_owner_->name + "' failed in hook attention: " + why);
-    };
-    if (!m.defined()) fail("an explicit mask, but no mask tensor");
-    if (m.dim() != 4 || (m.size(0) != 1 && m.size(0) != B) || m.size(1) != 1 || m.size(2) != S ||
-        m.size(3) != S)
-      fail("the explicit mask must be [" + std::to_string(B) + " or 1, 1, " + std::to_string(S) +
-           ", " + std::to_string(S) + "], got " + c10::str(m.sizes()));
-    if (m.scalar_type() != at::kBool)
-      fail(std::string("the explicit mask must be bool (true = may attend), got ") +
-           c10::toString(m.scalar_type()));
+    // The model's own check, said here with the plugin's name rather than deep in the model.
+    const std::string problem =
+        explicit_mask_problem(spec.mask, batch.input_ids.size(0), batch.input_ids.size(1));
+    if (!problem.empty())
+      throw UserError("plugin '" + attention_owner_->name + "' failed in hook attention: " + problem);
   }
   return spec;
 }

@@ -244,43 +244,58 @@ TEST(FusedLayers, SwigluMatchesReference) {
   EXPECT_LT((yb.to(torch::kFloat) - reference_swiglu(big)).abs().max().item<double>(), 1.0);
 }
 
+// A small model's inputs for the handle's cross-entropy: rows where a loss is taken (at
+// least one), their targets, and the value by hand from full logits.
+struct CrossEntropyCase {
+  ModelConfig config;
+  torch::Tensor ids, where, targets;
+
+  explicit CrossEntropyCase(std::uint64_t seed) {
+    torch::manual_seed(seed);
+    config.vocab_size = 300;
+    config.hidden_size = 32;
+    config.intermediate_size = 48;
+    config.num_hidden_layers = 1;
+    config.num_attention_heads = 4;
+    config.num_key_value_heads = 2;
+    config.max_position_embeddings = 32;
+    ids = torch::randint(config.vocab_size, {2, 12}, torch::kLong);
+    where = torch::rand({2, 12}).lt(0.5);
+    where[0][3] = true;
+    targets = torch::randint(config.vocab_size, {where.sum().item<std::int64_t>()}, torch::kLong);
+  }
+  // logsumexp - logit of the target, in float64, from the model's logits at every position.
+  torch::Tensor by_hand(const torch::Tensor& all_logits) const {
+    auto logits = all_logits.reshape({-1, config.vocab_size})
+                      .cpu()
+                      .index_select(0, where.reshape({-1}).nonzero().squeeze(1))
+                      .to(torch::kDouble);
+    return logits.exp().sum(-1).log() - logits.gather(1, targets.unsqueeze(1)).squeeze(1);
+  }
+};
+
 // The SDK's cross_entropy_where through the host's handle (the fused path) gives what the
 // SDK's own fallback through project() gives, values, argmax and weight gradients, and the
 // handle counts the rows it projects either way.
 TEST(ModelHandleCrossEntropy, MatchesTheProjectFallback) {
-  torch::manual_seed(11);
-  ModelConfig c;
-  c.vocab_size = 300;
-  c.hidden_size = 32;
-  c.intermediate_size = 48;
-  c.num_hidden_layers = 1;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.max_position_embeddings = 32;
-  LlamaModelHandle handle{LlamaForCausalLM(c)};
-  auto ids = torch::randint(c.vocab_size, {2, 12}, torch::kLong);
-  auto where = torch::rand({2, 12}).lt(0.5);
-  where[0][3] = true;
-  auto targets = torch::randint(c.vocab_size, {where.sum().item<std::int64_t>()}, torch::kLong);
+  const CrossEntropyCase t(11);
+  LlamaModelHandle handle{LlamaForCausalLM(t.config)};
   torch::Tensor ce[2], argmax[2], grad[2];
   for (int fused = 0; fused < 2; ++fused) {
-    auto out = handle.forward(ids, {}, {}, sdk::AttentionSpec::bidirectional());
-    ce[fused] = sdk::cross_entropy_where(out, fused ? &handle : nullptr, where, targets, &argmax[fused]);
+    auto out = handle.forward(t.ids, {}, {}, sdk::AttentionSpec::bidirectional());
+    ce[fused] = sdk::cross_entropy_where(out, fused ? &handle : nullptr, t.where, t.targets, &argmax[fused]);
     ce[fused].sum().backward();
     auto w = handle.model()->output_weight();
     grad[fused] = w.grad().clone();
     w.grad().zero_();
   }
-  EXPECT_EQ(handle.projected_rows(), 2 * targets.numel());
+  EXPECT_EQ(handle.projected_rows(), 2 * t.targets.numel());
   EXPECT_LT((ce[0] - ce[1]).abs().max().item<double>(), 1e-5);
   EXPECT_TRUE(argmax[0].equal(argmax[1]));
   EXPECT_LT((grad[0] - grad[1]).abs().max().item<double>(), 1e-5);
-  // The value itself, by hand from the logits: logsumexp - logit of the target.
-  auto logits = handle.model()->project(handle.model()->forward(ids, {}, {}, sdk::AttentionSpec::bidirectional()))
-                    .reshape({-1, c.vocab_size})
-                    .index_select(0, where.reshape({-1}).nonzero().squeeze(1))
-                    .to(torch::kDouble);
-  auto by_hand = logits.exp().sum(-1).log() - logits.gather(1, targets.unsqueeze(1)).squeeze(1);
+  // The value itself, by hand from the logits.
+  auto by_hand = t.by_hand(
+      handle.model()->project(handle.model()->forward(t.ids, {}, {}, sdk::AttentionSpec::bidirectional())));
   EXPECT_LT((ce[1].to(torch::kDouble) - by_hand).abs().max().item<double>(), 1e-5);
 }
 
@@ -288,17 +303,9 @@ TEST(ModelHandleCrossEntropy, MatchesTheProjectFallback) {
 // the same values as logsumexp - target logit by hand, and the CPU's values.
 TEST(ModelHandleCrossEntropy, MatchesByHandOnCuda) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
-  torch::manual_seed(12);
-  ModelConfig c;
-  c.vocab_size = 300;
-  c.hidden_size = 32;
-  c.intermediate_size = 48;
-  c.num_hidden_layers = 1;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.max_position_embeddings = 32;
-  LlamaModelHandle cpu{LlamaForCausalLM(c)};
-  LlamaModelHandle gpu{LlamaForCausalLM(c)};
+  const CrossEntropyCase t(12);
+  LlamaModelHandle cpu{LlamaForCausalLM(t.config)};
+  LlamaModelHandle gpu{LlamaForCausalLM(t.config)};
   {
     torch::NoGradGuard no_grad;
     auto src = cpu.model()->parameters();
@@ -306,20 +313,13 @@ TEST(ModelHandleCrossEntropy, MatchesByHandOnCuda) {
     for (std::size_t i = 0; i < src.size(); ++i) dst[i].copy_(src[i]);
   }
   gpu.model()->to(torch::kCUDA);
-  auto ids = torch::randint(c.vocab_size, {2, 12}, torch::kLong);
-  auto where = torch::rand({2, 12}).lt(0.5);
-  where[0][3] = true;
-  auto targets = torch::randint(c.vocab_size, {where.sum().item<std::int64_t>()}, torch::kLong);
-  auto out_gpu = gpu.forward(ids.cuda(), {}, {}, sdk::AttentionSpec::bidirectional());
-  auto ce_gpu = sdk::cross_entropy_where(out_gpu, &gpu, where.cuda(), targets.cuda(), nullptr);
+  auto out_gpu = gpu.forward(t.ids.cuda(), {}, {}, sdk::AttentionSpec::bidirectional());
+  auto ce_gpu = sdk::cross_entropy_where(out_gpu, &gpu, t.where.cuda(), t.targets.cuda(), nullptr);
   ASSERT_TRUE(ce_gpu.is_cuda());
-  auto out_cpu = cpu.forward(ids, {}, {}, sdk::AttentionSpec::bidirectional());
-  auto ce_cpu = sdk::cross_entropy_where(out_cpu, &cpu, where, targets, nullptr);
+  auto out_cpu = cpu.forward(t.ids, {}, {}, sdk::AttentionSpec::bidirectional());
+  auto ce_cpu = sdk::cross_entropy_where(out_cpu, &cpu, t.where, t.targets, nullptr);
   EXPECT_LT((ce_gpu.cpu() - ce_cpu).abs().max().item<double>(), 1e-4);
-  auto logits = out_gpu.project(out_gpu.hidden).reshape({-1, c.vocab_size}).cpu()
-                    .index_select(0, where.reshape({-1}).nonzero().squeeze(1))
-                    .to(torch::kDouble);
-  auto by_hand = logits.exp().sum(-1).log() - logits.gather(1, targets.unsqueeze(1)).squeeze(1);
+  auto by_hand = t.by_hand(out_gpu.project(out_gpu.hidden));
   EXPECT_LT((ce_gpu.cpu().to(torch::kDouble) - by_hand).abs().max().item<double>(), 1e-5);
   ce_gpu.sum().backward();
   EXPECT_TRUE(gpu.model()->output_weight().grad().is_cuda());
