@@ -12,6 +12,9 @@ packages=(
   libtomlplusplus-dev libspdlog-dev libboost-dev libgtest-dev nlohmann-json3-dev
   libcli11-dev libpcre2-dev
 )
+# LOOM_REFERENCE_TESTS=1 (CI): also what the test suite's independent Python reference
+# implementations need (without it those tests skip).
+if [ "${LOOM_REFERENCE_TESTS:-0}" = 1 ]; then packages+=(python3-torch python3-numpy); fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

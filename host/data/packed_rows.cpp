@@ -7,7 +7,7 @@
 namespace loom {
 
 PackedRows pack_documents(const std::vector<Document>& docs, std::int64_t seq_len, bool packing,
-                          std::int64_t pad_id, PackingStats* stats) {
+                          std::int64_t pad_id, PackingStats* stats, bool fill_rows) {
   PackingStats local;
   PackingStats& st = stats ? *stats : local;
   PackedRows out;
@@ -60,9 +60,13 @@ PackedRows pack_documents(const std::vector<Document>& docs, std::int64_t seq_le
     }
     // Plain text that does not fit: with packing, fill the current row with its beginning and
     // continue in the next rows (as concatenate-and-chunk does, but keeping segment ids).
-    if (std::int64_t(n) > seq_len) ++st.split_documents;
     std::size_t b = 0;
-    if (packing && used > 0 && used < seq_len) {
+    if (std::int64_t(n) <= seq_len && !fill_rows) {
+      place(d, 0, n);  // starts a new row, whole
+      continue;
+    }
+    ++st.split_documents;
+    if (packing && fill_rows && used > 0 && used < seq_len) {
       b = std::size_t(seq_len - used);
       place(d, 0, b);
     }

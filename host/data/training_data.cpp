@@ -45,7 +45,9 @@ TrainingData build_training_data(const TrainConfig& cfg, const Tokenizer& tok, i
                     " = micro_batch_size x gradient_accumulation_steps x world size)");
   out.train = std::make_unique<DataLoader>(std::move(rows), shape, cfg.seed);
   if (!eval_docs.empty()) {
-    auto eval_rows = pack_documents(eval_docs, cfg.sequence_len, cfg.sample_packing, pad, &out.eval_stats);
+    // Whole documents (no row filling): the eval loss does not depend on how they are packed.
+    auto eval_rows = pack_documents(eval_docs, cfg.sequence_len, cfg.sample_packing, pad, &out.eval_stats,
+                                    /*fill_rows=*/false);
     out.eval = std::make_unique<DataLoader>(std::move(eval_rows), shape, cfg.seed);
   }
   return out;

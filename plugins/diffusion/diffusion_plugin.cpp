@@ -39,6 +39,7 @@ void DiffusionPlugin::on_model_loaded(sdk::ModelHandle& model, sdk::TokenizerHan
 
   ForwardProcessOptions fp;
   fp.schedule = NoiseSchedule(config_);
+  fp.eval_schedule = NoiseSchedule(NoiseScheduleKind::Linear, config_.eps, 0.0, 1.0);
   fp.t_sampling = config_.t_sampling;
   fp.random_length_prob = config_.random_length_prob;
   fp.logit_shift = logit_shift_;

@@ -139,7 +139,7 @@ void ForwardProcess::apply(sdk::Batch& batch, const DrawKind& kind) const {
       std::int64_t end = start + 1;
       while (end < S && seg_a[b][end] == sid) ++end;
       if (sid != 0) {
-        const double p = options_.schedule.mask_probability(
+        const double p = (kind.training ? options_.schedule : options_.eval_schedule).mask_probability(
             document_time(si, sid, row_time[static_cast<std::size_t>(b)], kind));
         KeyedRandom draw{options_.seed, stream_of(kind), static_cast<std::uint64_t>(si),
                          static_cast<std::uint64_t>(kind.repeat), static_cast<std::uint64_t>(sid)};

@@ -52,7 +52,12 @@ inline constexpr const char* kAnswerLenKey = "diffusion.answer_len";  // float: 
                                                                       // 0 for pretraining docs
 
 struct ForwardProcessOptions {
-  NoiseSchedule schedule;
+  NoiseSchedule schedule;  // training draws
+  // Evaluation draws: the linear schedule p = (1 - eps) t + eps, never clamped. With weights
+  // 1/p it estimates the continuous-time bound (negative ELBO), which does not depend on the
+  // schedule training used; a clamped or cosine p with weights 1/p would not (it is a training
+  // weighting, not the bound).
+  NoiseSchedule eval_schedule{NoiseScheduleKind::Linear, 1e-3, 0.0, 1.0};
   TSampling t_sampling = TSampling::Uniform;
   double random_length_prob = 0.0;
   bool logit_shift = false;

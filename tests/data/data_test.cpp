@@ -34,6 +34,22 @@ TEST(PackDocuments, LongTextFillsTheRowAndContinues) {
   EXPECT_EQ(st.split_documents, 1);
 }
 
+// Evaluation packing (fill_rows = false): a document that fits in a row is never cut to fill the
+// rest of another row; it starts a new one. Only a document longer than a row is cut.
+TEST(PackDocuments, WithoutRowFillingDocumentsThatFitStayWhole) {
+  PackingStats st;
+  auto rows = pack_documents({doc({1, 2}), doc({3, 4, 5}), doc({6}), doc({7, 8, 9, 10, 11, 12})}, 4, true,
+                             0, &st, /*fill_rows=*/false);
+  EXPECT_EQ(rows.ids, (std::vector<std::int64_t>{1, 2, 0, 0, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0, 0}));
+  EXPECT_EQ(rows.segments, (std::vector<std::int64_t>{1, 1, 0, 0, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1, 0, 0}));
+  EXPECT_EQ(rows.positions, (std::vector<std::int64_t>{0, 1, 0, 0, 0, 1, 2, 0, 0, 1, 2, 3, 0, 1, 0, 0}));
+  EXPECT_EQ(st.split_documents, 1);
+  // With row filling (training) the second document is cut, and counted as cut.
+  PackingStats filled;
+  pack_documents({doc({1, 2}), doc({3, 4, 5})}, 4, true, 0, &filled);
+  EXPECT_EQ(filled.split_documents, 1);
+}
+
 TEST(PackDocuments, InstructionExamplesAreNeverCut) {
   const std::int64_t I = sdk::kIgnoreIndex;
   PackingStats st;
