@@ -12,6 +12,7 @@
 #include "errors.hpp"
 #include "train/autocast_guard.hpp"
 #include "train/causal_lm_loss.hpp"
+#include "train/objective.hpp"
 #include "train/model_bundle.hpp"
 #include "train/trainer.hpp"
 
@@ -43,42 +44,43 @@ int run_eval(const EvalArgs& a) {
   auto docs = read_dataset(ds, *b.tokenizer);
   const std::int64_t pad = b.tokenizer->pad_id().value_or(b.tokenizer->eos_id().value_or(0));
   PackingStats stats;
-  auto rows = pack_documents(docs, cfg.sequence_len, cfg.sample_packing, pad, &stats);
+  // Whole documents (no row filling), so the value does not depend on the packing.
+  auto rows = pack_documents(docs, cfg.sequence_len, cfg.sample_packing, pad, &stats, /*fill_rows=*/false);
   DataLoader loader(std::move(rows), LoaderShape{cfg.micro_batch_size, 1, 1, 0}, cfg.seed);
   auto batches = loader.sequential_batches();
   if (a.max_batches > 0 && std::int64_t(batches.size()) > a.max_batches) batches.resize(std::size_t(a.max_batches));
   const int repeats = a.mc_samples > 0 ? a.mc_samples : plugins.eval_repeats();
 
   torch::NoGradGuard no_grad;
-  // Each (batch, draw) gives a per-token loss and a weight (its scored tokens); the mean is
-  // weighted, and the standard error comes from the spread of the per-draw values.
-  std::vector<double> values, weights;
+  // Each (batch, draw) gives a per-token loss and a weight (its scored tokens). The value is the
+  // weighted mean over all of them; its standard error is the Monte Carlo error: the spread,
+  // between draws, of the whole set's value in that draw (documents differ from one another,
+  // but that is not uncertainty about these documents' bound).
+  const int draws = plugins.owns_loss() ? repeats : 1;
+  std::vector<double> draw_sum(std::size_t(draws), 0.0), draw_weight(std::size_t(draws), 0.0);
   for (const auto& source : batches) {
-    for (int r = 0; r < (plugins.owns_loss() ? repeats : 1); ++r) {
+    for (int r = 0; r < draws; ++r) {
       sdk::Batch batch = clone_batch(source, b.device);
       sdk::StepContext ctx;
       ctx.training = false;
       ctx.repeat = r;
       ctx.seed = cfg.seed;
       ctx.model = b.model.get();
-      plugins.transform_batch(batch, ctx);
-      ctx.window = window_totals({batch});
-      AutocastGuard autocast(cfg.bf16, b.cuda());
-      auto out = b.model->forward(batch.input_ids, batch.position_ids, batch.segment_ids,
-                                  plugins.attention(batch, ctx));
-      auto res = plugins.owns_loss() ? plugins.loss(out, batch, ctx) : causal_lm_loss(out, batch, ctx);
+      auto res = evaluate_batch(plugins, *b.model, batch, ctx, {cfg.bf16, b.cuda()});
       const double w = eval_weight(res, ctx, plugins.owns_loss());
-      values.push_back(res.loss.item<double>());
-      weights.push_back(w);
+      draw_sum[std::size_t(r)] += w * res.loss.item<double>();
+      draw_weight[std::size_t(r)] += w;
     }
   }
   double wsum = 0, mean = 0;
-  for (std::size_t i = 0; i < values.size(); ++i) wsum += weights[i], mean += weights[i] * values[i];
+  for (int r = 0; r < draws; ++r) wsum += draw_weight[std::size_t(r)], mean += draw_sum[std::size_t(r)];
   mean /= std::max(1e-12, wsum);
   double var = 0;
-  for (std::size_t i = 0; i < values.size(); ++i) var += weights[i] * (values[i] - mean) * (values[i] - mean);
-  const double n = double(values.size());
-  const double se = n > 1 ? std::sqrt(var / wsum / (n - 1)) : 0.0;
+  for (int r = 0; r < draws; ++r) {
+    const double v = draw_sum[std::size_t(r)] / std::max(1e-12, draw_weight[std::size_t(r)]);
+    var += (v - mean) * (v - mean);
+  }
+  const double se = draws > 1 ? std::sqrt(var / double(draws - 1) / double(draws)) : 0.0;
   nlohmann::json j;
   j["checkpoint"] = ckpt.string();
   j["data"] = a.data;

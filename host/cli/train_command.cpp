@@ -10,8 +10,8 @@
 #include "distributed/local_launcher.hpp"
 #include "distributed/process_group.hpp"
 #include "errors.hpp"
-#include "model/llama_model.hpp"
 #include "train/model_bundle.hpp"
+#include "train/preflight.hpp"
 #include "train/trainer.hpp"
 
 namespace loom {
@@ -24,10 +24,11 @@ int run_train(const TrainArgs& args) {
                       ": this process already is rank " + std::to_string(env.rank) +
                       " of WORLD_SIZE=" + std::to_string(env.world_size) +
                       " (torchrun or srun started the ranks); drop --nproc");
-    config_for(args.common);  // a config error is reported once, not by every rank
+    check_run_inputs(config_for(args.common));  // a config error is reported once, not by every rank
     return LocalLauncher(args.nproc, args.command_line).run();
   }
   TrainConfig cfg = config_for(args.common);
+  check_run_inputs(cfg);
   PluginSet plugins = plugins_for(args.common, cfg);
   record_command_line_plugins(cfg, args.common.plugins);  // checkpoints remember them
   TrainOptions opt;
@@ -55,18 +56,12 @@ int run_train(const TrainArgs& args) {
 }
 
 int run_check(const CommonOptions& args) {
+  // What `trainer train` checks before it starts, then the plugins' tables, as training
+  // configures them.
   TrainConfig cfg = config_for(args);
+  check_run_inputs(cfg);
   PluginSet plugins = plugins_for(args, cfg);
-  // What `trainer train` would refuse when it builds the model: the device, the attention kernel.
-  resolve_attention_kernel(attention_kernel_from_name(cfg.attn_implementation), resolve_device(cfg.device));
   plugins.configure(cfg, run_info_for(cfg, "check"));
-  for (const auto& d : cfg.datasets)
-    if (!std::filesystem::exists(d.path))
-      throw UserError("dataset " + d.path + ": file not found");
-  if (cfg.datasets.empty())
-    throw UserError(cfg.source.string() + ": no [[datasets]] given (nothing to train on)");
-  if (!cfg.base_model.empty() && !std::filesystem::exists(std::filesystem::path(cfg.base_model) / "config.json"))
-    throw UserError("base_model " + cfg.base_model + ": config.json not found");
   std::string names;
   for (const auto& p : plugins.plugins()) names += (names.empty() ? "" : ", ") + p.name;
   std::printf("%s: OK (plugins: %s; objective: %s)\n", cfg.source.string().c_str(),

@@ -193,10 +193,12 @@ void read_datasets(const toml::node& node, const std::string& src, std::vector<D
 
 // Converts a plugin table's TOML values to SDK values (scalars only).
 std::map<std::string, sdk::ConfigValue> plugin_values(const toml::table& t, const std::string& src,
-                                                      const std::string& table) {
+                                                      const std::string& table,
+                                                      std::map<std::string, std::string>& sources) {
   std::map<std::string, sdk::ConfigValue> out;
   for (const auto& [k, v] : t) {
     std::string key(k.str());
+    sources[key] = where(src, v);
     if (v.is_boolean()) out[key] = *v.value<bool>();
     else if (v.is_integer()) out[key] = *v.value<std::int64_t>();
     else if (v.is_floating_point()) out[key] = *v.value<double>();
@@ -303,7 +305,7 @@ TrainConfig parse_train_config(const std::string& toml_text, const std::string& 
   for (const auto& [k, v] : root) {
     std::string key(k.str());
     if (v.is_table() && std::find(kHostTables.begin(), kHostTables.end(), key) == kHostTables.end())
-      c.plugin_tables[key] = plugin_values(*v.as_table(), src, key);
+      c.plugin_tables[key] = plugin_values(*v.as_table(), src, key, c.plugin_key_sources[key]);
   }
   if (c.warmup_steps >= 0 && root.contains("warmup_ratio"))
     throw UserError(src + ": give warmup_steps or warmup_ratio, not both");
@@ -355,13 +357,18 @@ TrainConfig load_train_config(const std::filesystem::path& file,
 sdk::ConfigSection validate_plugin_section(const std::string& plugin_name,
                                            const std::vector<sdk::ConfigKey>& schema,
                                            const std::map<std::string, sdk::ConfigValue>& given,
-                                           const std::string& source_name) {
+                                           const std::string& source_name,
+                                           const std::map<std::string, std::string>& key_sources) {
+  auto at = [&](const std::string& key) {
+    auto it = key_sources.find(key);
+    return it != key_sources.end() ? it->second : source_name;
+  };
   std::map<std::string, sdk::ConfigValue> out;
   std::vector<std::string> names;
   for (const auto& k : schema) names.push_back(k.name);
   for (const auto& [key, value] : given) {
     if (std::find(names.begin(), names.end(), key) != names.end()) continue;
-    std::string msg = source_name + ": unknown key '" + plugin_name + "." + key + "'";
+    std::string msg = at(key) + ": unknown key '" + plugin_name + "." + key + "'";
     std::string near = closest_key(key, names);
     if (!near.empty()) msg += " (did you mean '" + plugin_name + "." + near + "'?)";
     throw UserError(msg);
@@ -375,7 +382,7 @@ sdk::ConfigSection validate_plugin_section(const std::string& plugin_name,
     }
     sdk::ConfigValue v = it->second;
     auto bad_type = [&] {
-      throw UserError(source_name + ": " + name + " must be of type " + sdk::to_string(k.type));
+      throw UserError(at(k.name) + ": " + name + " must be of type " + sdk::to_string(k.type));
     };
     switch (k.type) {
       case sdk::ConfigType::Bool:
@@ -395,9 +402,9 @@ sdk::ConfigSection validate_plugin_section(const std::string& plugin_name,
     double num = 0;
     if (auto* i = std::get_if<std::int64_t>(&v)) num = static_cast<double>(*i);
     if (auto* d = std::get_if<double>(&v)) num = *d;
-    if ((k.min && num < *k.min) || (k.max && num > *k.max)) {
+    if (std::isnan(num) || (k.min && num < *k.min) || (k.max && num > *k.max)) {
       std::ostringstream m;
-      m << source_name << ": " << name << " = " << num << " is out of range";
+      m << at(k.name) << ": " << name << " = " << num << " is out of range";
       if (k.min && k.max) m << " [" << *k.min << ", " << *k.max << "]";
       else if (k.min) m << " (must be >= " << *k.min << ")";
       else m << " (must be <= " << *k.max << ")";
@@ -407,7 +414,7 @@ sdk::ConfigSection validate_plugin_section(const std::string& plugin_name,
         std::find(k.choices.begin(), k.choices.end(), *s) == k.choices.end()) {
       std::string list;
       for (const auto& c : k.choices) list += (list.empty() ? "" : ", ") + c;
-      throw UserError(source_name + ": " + name + " must be one of: " + list + " (got \"" + *s +
+      throw UserError(at(k.name) + ": " + name + " must be one of: " + list + " (got \"" + *s +
                       "\")");
     }
     out[k.name] = v;

@@ -27,10 +27,13 @@ void record_command_line_plugins(TrainConfig& config, const std::vector<std::str
 // The built-in default (a tiny model on a small corpus shipped in configs/data).
 const char* embedded_default_config();
 
-// Checks one plugin's table against the schema the plugin declared and fills in defaults.
-sdk::ConfigSection validate_plugin_section(const std::string& plugin_name,
-                                           const std::vector<sdk::ConfigKey>& schema,
-                                           const std::map<std::string, sdk::ConfigValue>& given,
-                                           const std::string& source_name);
+// Checks one plugin's table against the schema the plugin declared and fills in defaults: the
+// one validation of plugin tables (plugins receive the typed, complete section and only check
+// rules between keys). Messages start with where the key was given (`key_sources`, else
+// `source_name`). Throws UserError naming `<plugin>.<key>`.
+sdk::ConfigSection validate_plugin_section(
+    const std::string& plugin_name, const std::vector<sdk::ConfigKey>& schema,
+    const std::map<std::string, sdk::ConfigValue>& given, const std::string& source_name,
+    const std::map<std::string, std::string>& key_sources = {});
 
 }  // namespace loom

@@ -80,6 +80,8 @@ struct TrainConfig {
   // Plugin tables ([diffusion], ...) as given; validated against each plugin's schema once
   // the plugins are loaded (validate_plugin_section).
   std::map<std::string, std::map<std::string, sdk::ConfigValue>> plugin_tables;
+  // Where each of those keys was given ("file:line:column"), for the validation's messages.
+  std::map<std::string, std::map<std::string, std::string>> plugin_key_sources;
   // The resolved TOML text, written into every checkpoint.
   std::string resolved_toml;
 };

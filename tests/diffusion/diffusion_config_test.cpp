@@ -2,22 +2,29 @@
 
 #include <set>
 
+#include "config/config_loader.hpp"
 #include "diffusion_config.hpp"
 
 namespace loom::diffusion {
 namespace {
 
+// As the plugin receives it: validated by the host against the plugin's schema, the one
+// validation of plugin tables (types, ranges, choices, unknown keys, defaults).
 sdk::ConfigSection section(std::map<std::string, sdk::ConfigValue> values) {
-  return sdk::ConfigSection("diffusion", std::move(values));
+  return validate_plugin_section("diffusion", diffusion_config_schema(), values, "c.toml");
 }
 
-// The error names the key (and the table) so the host can point at the config line.
+// The error names the key (and the table): the host's checks as diffusion.<key>, the plugin's
+// rules between keys as [diffusion] <key>.
 void expect_error_naming(std::map<std::string, sdk::ConfigValue> values, const std::string& key) {
   try {
     parse_diffusion_config(section(std::move(values)));
     FAIL() << "expected an error naming " << key;
-  } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("[diffusion] " + key), std::string::npos) << e.what();
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    EXPECT_TRUE(what.find("diffusion." + key) != std::string::npos ||
+                what.find("[diffusion] " + key) != std::string::npos)
+        << what;
   }
 }
 
@@ -126,6 +133,10 @@ TEST(DiffusionConfig, BadValuesThrowNamingTheKey) {
   expect_error_naming({{"importance_weighting", std::string("yes")}}, "importance_weighting");
   expect_error_naming({{"generation_steps", 2.5}}, "generation_steps");
   expect_error_naming({{"not_a_key", true}}, "not_a_key");
+  // One set of rules: an integer key given as a float is refused (3.0 as much as 2.5), a
+  // float key takes an integer.
+  expect_error_naming({{"generation_steps", 3.0}}, "generation_steps");
+  EXPECT_DOUBLE_EQ(parse_diffusion_config(section({{"eps", std::int64_t{0}}})).eps, 0.0);
 }
 
 }  // namespace

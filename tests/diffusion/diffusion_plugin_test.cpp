@@ -1,10 +1,12 @@
 // The plugin through its SDK hooks, with a real tiny model and a byte tokenizer.
 #include <gtest/gtest.h>
+
 #include <torch/torch.h>
 
 #include <filesystem>
 #include <fstream>
 
+#include "config/config_loader.hpp"
 #include "diffusion_plugin.hpp"
 #include "sample_render.hpp"
 #include "test_support.hpp"
@@ -17,8 +19,9 @@ using testing::make_batch;
 using testing::TinyModel;
 using testing::to_vector;
 
+// As the host hands it over: validated against the schema, defaults filled in.
 sdk::ConfigSection section(std::map<std::string, sdk::ConfigValue> values) {
-  return sdk::ConfigSection("diffusion", std::move(values));
+  return validate_plugin_section("diffusion", diffusion_config_schema(), values, "c.toml");
 }
 
 std::unique_ptr<DiffusionPlugin> make_plugin(std::map<std::string, sdk::ConfigValue> values = {},
