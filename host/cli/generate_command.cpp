@@ -2,8 +2,11 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <nlohmann/json.hpp>
+
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <sstream>
 
@@ -37,6 +40,18 @@ ModelBundle load_checkpoint_for(const std::string& command, const fs::path& ckpt
                     std::to_string(b.tokenizer->vocab_size() - stored_vocab) +
                     " new token(s), e.g. a mask token): was it trained with these plugins?");
   b.model->set_training(false);
+  // Plugins read back what their on_save wrote into the folder (an EMA, say).
+  sdk::TrainerState state;
+  {
+    std::ifstream in(ckpt / "trainer_state.json");  // checkpoint-<N>/ has one, final/ none
+    auto j = nlohmann::json::parse(in, nullptr, false);
+    if (!j.is_discarded() && j.is_object() && j.contains("step") && j["step"].is_number_integer())
+      state.step = j["step"].get<std::int64_t>();
+  }
+  state.output_dir = cfg.output_dir;
+  state.model = b.model.get();
+  state.tokenizer = b.tokenizer.get();
+  plugins.on_load(state, ckpt.string());
   return b;
 }
 

@@ -38,9 +38,14 @@ int run_plugins(const CommonOptions& args) {
       auto lib = PluginLibrary::load(path);
       auto plugin = lib->create();
       auto info = plugin->info();
-      std::printf("%s %s  (%s)\n  %s\n  SDK ABI %d.%d, libtorch %s\n", info.name.c_str(),
-                  info.version.c_str(), path.c_str(), info.description.c_str(),
-                  lib->info().abi_major, lib->info().abi_minor, lib->info().torch_version.c_str());
+      const auto& li = lib->info();
+      std::printf("%s %s  (%s)\n  %s\n  SDK ABI %d.%d, libtorch %s%s%s\n", info.name.c_str(),
+                  info.version.c_str(), path.c_str(), info.description.c_str(), li.abi_major,
+                  li.abi_minor, li.torch_version.c_str(), li.compiler.empty() ? "" : ", built with ",
+                  li.compiler.c_str());
+      if (li.abi_minor < LOOM_SDK_ABI_MINOR)
+        std::printf("  (built for an older SDK minor: hooks added after %d.%d are not called)\n",
+                    li.abi_major, li.abi_minor);
       auto schema = plugin->config_schema();
       if (!schema.empty()) std::printf("  config keys ([%s] table):\n", info.name.c_str());
       for (const auto& k : schema) {

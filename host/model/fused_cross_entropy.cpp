@@ -4,6 +4,7 @@
 #include <c10/core/impl/LocalDispatchKeySet.h>
 
 #include <algorithm>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -34,6 +35,7 @@ struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy>
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
                                                 torch::Tensor hidden, torch::Tensor weight,
                                                 torch::Tensor targets,
+                                                torch::Tensor exclude_ids,
                                                 std::int64_t compute_dtype) {
     NoAutocast no_autocast(kAutocastCPU);
     const auto ct = static_cast<torch::ScalarType>(compute_dtype);
@@ -52,6 +54,9 @@ struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy>
       throw std::invalid_argument("cross_entropy: a target id is outside the vocabulary [0, " +
                                   std::to_string(V) + ")");
     auto g = torch::mm(h, w.t());  // [N, V] logits; becomes softmax - onehot in place
+    // Excluded ids: -inf logits, so exp() gives them 0 probability and 0 gradient.
+    if (exclude_ids.defined() && exclude_ids.numel() > 0)
+      g.index_fill_(1, exclude_ids, -std::numeric_limits<double>::infinity());
     auto ce = torch::empty({N}, h.options().dtype(acc));
     auto best = torch::empty({N}, t.options());
     const std::int64_t R = std::max<std::int64_t>(1, std::min<std::int64_t>(N, kBlockElements / std::max<std::int64_t>(V, 1)));
@@ -98,7 +103,7 @@ struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy>
     auto saved = ctx->get_saved_variables();
     const torch::Tensor &h = saved[0], &w = saved[1], &g = saved[2];
     torch::Tensor dce = grads[0];
-    if (!dce.defined()) return {torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    if (!dce.defined()) return {torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
     const std::int64_t rows = ctx->saved_data["rows"].toInt();
     // The upstream gradient stays in the math dtype (fp32, fp64): bf16 products are rounded
     // once, as the composite under autocast rounds them.
@@ -113,24 +118,45 @@ struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy>
     if (dh.size(0) != rows) dh = dh.narrow(0, 0, rows);
     const auto hd = static_cast<torch::ScalarType>(ctx->saved_data["hidden_dtype"].toInt());
     const auto wd = static_cast<torch::ScalarType>(ctx->saved_data["weight_dtype"].toInt());
-    return {dh.to(hd), dw.to(wd), torch::Tensor(), torch::Tensor()};
+    return {dh.to(hd), dw.to(wd), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
 }  // namespace
 
+namespace {
+
+// [K] int64 ids on `device`, checked against the vocabulary and the targets ("" = none).
+torch::Tensor checked_exclusions(const torch::Tensor& exclude_ids, const torch::Tensor& targets,
+                                 std::int64_t V, const torch::Device& device) {
+  if (!exclude_ids.defined() || exclude_ids.numel() == 0) return {};
+  auto ex = exclude_ids.to(device, torch::kLong).reshape({-1});
+  if (ex.min().item<std::int64_t>() < 0 || ex.max().item<std::int64_t>() >= V)
+    throw std::invalid_argument("cross_entropy: an excluded id is outside the vocabulary [0, " +
+                                std::to_string(V) + ")");
+  if (targets.numel() > 0 && torch::isin(targets.to(device, torch::kLong), ex).any().item<bool>())
+    throw std::invalid_argument("cross_entropy: a target id is among the excluded ids");
+  return ex;
+}
+
+}  // namespace
+
 torch::Tensor reference_linear_cross_entropy(const torch::Tensor& hidden,
                                              const torch::Tensor& weight,
-                                             const torch::Tensor& targets, torch::Tensor* argmax) {
+                                             const torch::Tensor& targets, torch::Tensor* argmax,
+                                             const torch::Tensor& exclude_ids) {
   auto logits = torch::nn::functional::linear(hidden, weight);
   logits = logits.to(logits.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat);
+  auto ex = checked_exclusions(exclude_ids, targets, weight.size(0), hidden.device());
+  if (ex.defined()) logits = logits.index_fill(1, ex, -std::numeric_limits<double>::infinity());
   if (argmax) *argmax = logits.detach().argmax(-1);
   auto t = targets.to(torch::kLong).unsqueeze(1);
   return (torch::logsumexp(logits, -1, true) - logits.gather(1, t)).squeeze(1);
 }
 
 torch::Tensor linear_cross_entropy(const torch::Tensor& hidden, const torch::Tensor& weight,
-                                   const torch::Tensor& targets, torch::Tensor* argmax) {
+                                   const torch::Tensor& targets, torch::Tensor* argmax,
+                                   const torch::Tensor& exclude_ids) {
   if (hidden.dim() != 2 || weight.dim() != 2 || targets.dim() != 1 ||
       hidden.size(0) != targets.size(0) || hidden.size(1) != weight.size(1))
     throw std::invalid_argument("cross_entropy: expected hidden [N, H], weight [V, H], targets [N]");
@@ -138,8 +164,10 @@ torch::Tensor linear_cross_entropy(const torch::Tensor& hidden, const torch::Ten
   if (autocast_enabled(/*cuda=*/false) && ct == torch::kFloat) ct = autocast_dtype(/*cuda=*/false);
   if (!hidden.device().is_cpu() || hidden.size(0) == 0 ||
       !(ct == torch::kFloat || ct == torch::kDouble || ct == torch::kBFloat16))
-    return reference_linear_cross_entropy(hidden, weight, targets, argmax);
-  auto out = LinearCrossEntropy::apply(hidden, weight, targets, static_cast<std::int64_t>(ct));
+    return reference_linear_cross_entropy(hidden, weight, targets, argmax, exclude_ids);
+  auto ex = checked_exclusions(exclude_ids, targets, weight.size(0), hidden.device());
+  if (!ex.defined()) ex = torch::empty({0}, targets.options().dtype(torch::kLong));  // none
+  auto out = LinearCrossEntropy::apply(hidden, weight, targets, ex, static_cast<std::int64_t>(ct));
   if (argmax) *argmax = out[1];
   return out[0];
 }

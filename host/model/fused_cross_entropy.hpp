@@ -17,14 +17,18 @@ namespace loom {
 // hidden [N, H], weight [V, H] (the output matrix), targets [N] int64 in [0, V). Returns the
 // per-row cross-entropy [N] in fp32 (fp64 for fp64 inputs), differentiable with respect to
 // hidden and weight. Under CPU bf16 autocast the products run in bf16 and the softmax in fp32.
-// With `argmax`, also each row's highest-scoring id [N] (int64).
+// With `argmax`, also each row's highest-scoring id [N] (int64). `exclude_ids` ([K] int64,
+// undefined = none): ids left out of the softmax (their logits count as -inf); a target may
+// not be one of them.
 torch::Tensor linear_cross_entropy(const torch::Tensor& hidden, const torch::Tensor& weight,
-                                   const torch::Tensor& targets, torch::Tensor* argmax = nullptr);
+                                   const torch::Tensor& targets, torch::Tensor* argmax = nullptr,
+                                   const torch::Tensor& exclude_ids = {});
 
 // The same from ordinary differentiable ops (the path on CUDA, and the reference for tests).
 torch::Tensor reference_linear_cross_entropy(const torch::Tensor& hidden,
                                              const torch::Tensor& weight,
                                              const torch::Tensor& targets,
-                                             torch::Tensor* argmax = nullptr);
+                                             torch::Tensor* argmax = nullptr,
+                                             const torch::Tensor& exclude_ids = {});
 
 }  // namespace loom

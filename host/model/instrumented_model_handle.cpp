@@ -34,4 +34,14 @@ at::Tensor InstrumentedModelHandle::cross_entropy(const at::Tensor& hidden,
   return ce;
 }
 
+at::Tensor InstrumentedModelHandle::cross_entropy_excluding(const at::Tensor& hidden,
+                                                            const at::Tensor& targets,
+                                                            const at::Tensor& exclude_ids,
+                                                            at::Tensor* argmax) {
+  const auto t = Clock::now();
+  auto ce = inner_.cross_entropy_excluding(hidden, targets, exclude_ids, argmax);
+  projection_s += since(t);
+  return ce;
+}
+
 }  // namespace loom

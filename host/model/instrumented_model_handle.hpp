@@ -28,6 +28,18 @@ class InstrumentedModelHandle : public sdk::ModelHandle {
                            const sdk::AttentionSpec& attention) override;
   at::Tensor cross_entropy(const at::Tensor& hidden, const at::Tensor& targets,
                            at::Tensor* argmax) override;
+  at::Tensor cross_entropy_excluding(const at::Tensor& hidden, const at::Tensor& targets,
+                                     const at::Tensor& exclude_ids, at::Tensor* argmax) override;
+  std::vector<std::pair<std::string, at::Tensor>> named_parameters() override {
+    return inner_.named_parameters();
+  }
+  void save_tensors(const std::string& file,
+                    const std::vector<std::pair<std::string, at::Tensor>>& tensors) override {
+    inner_.save_tensors(file, tensors);
+  }
+  std::map<std::string, at::Tensor> load_tensors(const std::string& file) override {
+    return inner_.load_tensors(file);
+  }
 
   // Totals since construction. Wall-clock seconds; with CUDA they include only what the host
   // waited for.

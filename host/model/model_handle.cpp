@@ -1,7 +1,10 @@
 #include "model/model_handle.hpp"
 
 #include <algorithm>
+#include <filesystem>
 
+#include "errors.hpp"
+#include "io/tensor_io.hpp"
 #include "model/fused_cross_entropy.hpp"
 
 namespace loom {
@@ -23,6 +26,44 @@ at::Tensor LlamaModelHandle::cross_entropy(const at::Tensor& hidden, const at::T
                                            at::Tensor* argmax) {
   projected_rows_ += hidden.size(0);
   return linear_cross_entropy(hidden, model_->output_weight(), targets, argmax);
+}
+
+at::Tensor LlamaModelHandle::cross_entropy_excluding(const at::Tensor& hidden,
+                                                     const at::Tensor& targets,
+                                                     const at::Tensor& exclude_ids,
+                                                     at::Tensor* argmax) {
+  projected_rows_ += hidden.size(0);
+  return linear_cross_entropy(hidden, model_->output_weight(), targets, argmax, exclude_ids);
+}
+
+std::vector<std::pair<std::string, at::Tensor>> LlamaModelHandle::named_parameters() {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& kv : model_->named_parameters()) out.emplace_back(kv.key(), kv.value().detach());
+  return out;
+}
+
+void LlamaModelHandle::save_tensors(const std::string& file,
+                                    const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
+  namespace fs = std::filesystem;
+  // Written under a temporary name and renamed: a reader never sees half a file.
+  const fs::path target(file), tmp = file + ".tmp";
+  NamedTensors cpu;
+  for (const auto& [name, t] : tensors) {
+    if (!t.defined()) throw UserError("save_tensors " + file + ": tensor '" + name + "' is undefined");
+    cpu.emplace_back(name, t.detach().to(at::kCPU).contiguous());
+  }
+  try {
+    loom::save_tensors(tmp, cpu);
+  } catch (const std::invalid_argument& e) {
+    fs::remove(tmp);
+    throw UserError("save_tensors " + file + ": " + e.what());
+  }
+  fs::rename(tmp, target);
+}
+
+std::map<std::string, at::Tensor> LlamaModelHandle::load_tensors(const std::string& file) {
+  if (!std::filesystem::is_regular_file(file)) throw UserError("load_tensors: " + file + " not found");
+  return load_all(file);
 }
 
 at::Device LlamaModelHandle::device() const {

@@ -25,6 +25,13 @@ class LlamaModelHandle : public sdk::ModelHandle {
   // The fused projection + cross-entropy (linear_cross_entropy) on the output matrix.
   at::Tensor cross_entropy(const at::Tensor& hidden, const at::Tensor& targets,
                            at::Tensor* argmax) override;
+  at::Tensor cross_entropy_excluding(const at::Tensor& hidden, const at::Tensor& targets,
+                                     const at::Tensor& exclude_ids, at::Tensor* argmax) override;
+  // SDK 1.2: the checkpoint's names (named_weights), the host's safetensors reader and writer.
+  std::vector<std::pair<std::string, at::Tensor>> named_parameters() override;
+  void save_tensors(const std::string& file,
+                    const std::vector<std::pair<std::string, at::Tensor>>& tensors) override;
+  std::map<std::string, at::Tensor> load_tensors(const std::string& file) override;
 
   LlamaForCausalLM& model() { return model_; }
   // Hidden rows sent through the output matrix so far (project() and cross_entropy()):

@@ -4,6 +4,7 @@
 #include <dlfcn.h>
 #include <torch/version.h>
 
+#include <cstddef>
 #include <mutex>
 #include <vector>
 
@@ -70,8 +71,13 @@ std::shared_ptr<PluginLibrary> PluginLibrary::load(const std::filesystem::path& 
   auto abi_fn = handle->lib.get<const sdk::PluginAbi*()>("loom_plugin_abi");
   handle->create = handle->lib.get<sdk::Plugin*()>("loom_plugin_create");
   const sdk::PluginAbi* abi = abi_fn();
-  if (!abi || abi->struct_size < sizeof(sdk::PluginAbi))
-    throw UserError("plugin " + file + ": malformed handshake record");
+  // The record may be older (smaller) than this host's: read only the fields it has.
+  constexpr std::size_t kRecord10 = offsetof(sdk::PluginAbi, plugin_name) + sizeof(const char*);
+  if (!abi || abi->struct_size < kRecord10)
+    throw UserError("plugin " + file + ": malformed handshake record (" +
+                    (abi ? std::to_string(abi->struct_size) + " bytes" : std::string("null")) +
+                    ", less than the SDK 1.0 record)");
+  auto has_field = [&](std::size_t offset, std::size_t size) { return abi->struct_size >= offset + size; };
 
   auto lib = std::shared_ptr<PluginLibrary>(new PluginLibrary());
   lib->info_.path = path;
@@ -79,14 +85,21 @@ std::shared_ptr<PluginLibrary> PluginLibrary::load(const std::filesystem::path& 
   lib->info_.abi_major = int(abi->abi_major);
   lib->info_.abi_minor = int(abi->abi_minor);
   lib->info_.torch_version = version(abi->torch_major, abi->torch_minor, abi->torch_patch);
+  if (has_field(offsetof(sdk::PluginAbi, compiler), sizeof(const char*)) && abi->compiler)
+    lib->info_.compiler = abi->compiler;
   const std::string host_abi =
       std::to_string(LOOM_SDK_ABI_MAJOR) + "." + std::to_string(LOOM_SDK_ABI_MINOR);
   const std::string plugin_abi =
       std::to_string(abi->abi_major) + "." + std::to_string(abi->abi_minor);
-  if (abi->abi_major != LOOM_SDK_ABI_MAJOR || abi->abi_minor > LOOM_SDK_ABI_MINOR)
+  if (abi->abi_major != LOOM_SDK_ABI_MAJOR)
     throw UserError("plugin " + file + ": built for loom SDK ABI " + plugin_abi +
                     ", but this trainer provides ABI " + host_abi +
-                    "; rebuild the plugin against this trainer's SDK");
+                    " (another major version); rebuild the plugin against this trainer's SDK");
+  if (abi->abi_minor > LOOM_SDK_ABI_MINOR)
+    throw UserError("plugin " + file + ": built for loom SDK ABI " + plugin_abi +
+                    ", newer than this trainer's ABI " + host_abi +
+                    "; upgrade the trainer, or rebuild the plugin against this trainer's SDK "
+                    "(or with -DLOOM_SDK_TARGET_MINOR=" + std::to_string(LOOM_SDK_ABI_MINOR) + ")");
   const std::string host_torch = version(TORCH_VERSION_MAJOR, TORCH_VERSION_MINOR, TORCH_VERSION_PATCH);
   if (abi->torch_major != TORCH_VERSION_MAJOR || abi->torch_minor != TORCH_VERSION_MINOR)
     throw UserError("plugin " + file + ": built against libtorch " + lib->info_.torch_version +

@@ -18,6 +18,10 @@ struct PluginLibraryInfo {
   std::string name;  // from the handshake record
   int abi_major = 0, abi_minor = 0;
   std::string torch_version;  // the libtorch the plugin was built against
+  std::string compiler;       // SDK 1.2 records: the compiler that built it ("" before)
+  // Whether the plugin was built for SDK minor `minor` or later (same major: load checks it),
+  // so the host may call the hooks that minor added.
+  bool supports(int minor) const { return abi_minor >= minor; }
 };
 
 class PluginLibrary {

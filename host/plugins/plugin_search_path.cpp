@@ -18,6 +18,14 @@ fs::path executable_dir() {
   return ec ? fs::path() : exe.parent_path();
 }
 
+// Whether `path` is `dir` or below it (both absolute).
+bool inside(const fs::path& path, const fs::path& dir) {
+  const auto p = path.lexically_normal(), d = dir.lexically_normal();
+  auto [end, unused] = std::mismatch(d.begin(), d.end(), p.begin(), p.end());
+  (void)unused;
+  return end == d.end();
+}
+
 }  // namespace
 
 std::vector<fs::path> plugin_search_dirs() {
@@ -37,7 +45,10 @@ std::vector<fs::path> plugin_search_dirs() {
     dirs.push_back(exe / ".." / "plugins");             // build tree: <build>/bin/trainer
     dirs.push_back(exe / ".." / "lib" / "loom" / "plugins");  // install: <prefix>/bin/trainer
   }
-  dirs.emplace_back(LOOM_BUILD_PLUGIN_DIR);
+  // The build tree's plugin folder only for programs of that build tree (tests, benchmarks):
+  // an installed trainer must not pick up plugins from the folder it was compiled in.
+  const fs::path build_plugins = fs::path(LOOM_BUILD_PLUGIN_DIR).lexically_normal();
+  if (!exe.empty() && inside(exe, build_plugins.parent_path())) dirs.push_back(build_plugins);
   dirs.emplace_back(LOOM_INSTALL_PLUGIN_DIR);
   std::vector<fs::path> unique;
   for (auto& d : dirs) {

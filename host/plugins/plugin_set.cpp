@@ -1,6 +1,7 @@
 #include "plugins/plugin_set.hpp"
 
 #include <c10/util/Exception.h>
+#include <spdlog/spdlog.h>
 
 #include "config/config_loader.hpp"
 #include "config/key_suggestion.hpp"
@@ -114,9 +115,12 @@ void PluginSet::configure(const TrainConfig& config, const sdk::RunInfo& run) {
     auto schema = guarded(p, "config_schema", [&] { return p.plugin->config_schema(); });
     auto it = config.plugin_tables.find(p.name);
     static const std::map<std::string, sdk::ConfigValue> none;
+    static const std::map<std::string, std::string> nowhere;
+    auto src = config.plugin_key_sources.find(p.name);
     auto section = validate_plugin_section(p.name, schema,
                                            it == config.plugin_tables.end() ? none : it->second,
-                                           config.source.string());
+                                           config.source.string(),
+                                           src == config.plugin_key_sources.end() ? nowhere : src->second);
     guarded(p, "configure", [&] { p.plugin->configure(section, run); });
   }
   resolve_owners();
@@ -124,6 +128,8 @@ void PluginSet::configure(const TrainConfig& config, const sdk::RunInfo& run) {
 
 void PluginSet::resolve_owners() {
   loss_owner_ = attention_owner_ = nullptr;
+  warnings_.clear();
+  future_checked_ = false;
   for (auto& p : plugins_) {
     if (guarded(p, "owns_loss", [&] { return p.plugin->owns_loss(); })) {
       if (loss_owner_)
@@ -160,7 +166,28 @@ sdk::AttentionSpec PluginSet::attention(const sdk::Batch& batch, const sdk::Step
     if (!problem.empty())
       throw UserError("plugin '" + attention_owner_->name + "' failed in hook attention: " + problem);
   }
+  if (!loss_owner_ && !future_checked_) warn_if_future_visible(spec);
   return spec;
+}
+
+void PluginSet::warn_if_future_visible(const sdk::AttentionSpec& spec) {
+  // A plugin's attention that lets a position see later tokens, with the host's next-token
+  // loss: each position sees the very token it is asked to predict, so the loss falls to zero
+  // and teaches nothing. Checked on the first batch (a mask that changes later is not seen).
+  future_checked_ = true;
+  bool future = spec.kind == sdk::AttentionSpec::Kind::Bidirectional;
+  if (spec.kind == sdk::AttentionSpec::Kind::Explicit) {
+    const auto S = spec.mask.size(-1);
+    auto later = torch::ones({S, S}, spec.mask.options().dtype(torch::kBool)).triu(1);
+    future = spec.mask.logical_and(later).any().item<bool>();
+  }
+  if (!future) return;
+  warnings_.push_back("plugin '" + attention_owner_->name +
+                      "' lets positions attend to later tokens, but no plugin provides the loss: "
+                      "with the host's causal next-token loss each position sees the token it "
+                      "predicts (load an objective plugin that owns the loss, or keep the "
+                      "attention causal)");
+  spdlog::warn("{}", warnings_.back());
 }
 
 sdk::LossResult PluginSet::loss(const sdk::ModelOutput& out, const sdk::Batch& batch,
@@ -191,6 +218,11 @@ void PluginSet::on_save(sdk::TrainerState& s, const std::string& dir) {
 }
 void PluginSet::on_train_end(sdk::TrainerState& s) {
   for (auto& p : plugins_) guarded(p, "on_train_end", [&] { p.plugin->on_train_end(s); });
+}
+void PluginSet::on_load(sdk::TrainerState& s, const std::string& dir) {
+  for (auto& p : plugins_)
+    if (p.library->info().supports(sdk::kMinorControlAndLoad))  // no vtable slot before 1.2
+      guarded(p, "on_load", [&] { p.plugin->on_load(s, dir); });
 }
 
 LoadedPlugin* PluginSet::sampler() {

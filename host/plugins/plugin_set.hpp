@@ -56,6 +56,12 @@ class PluginSet {
   void on_evaluate(sdk::TrainerState& s, sdk::Metrics& m);
   void on_save(sdk::TrainerState& s, const std::string& dir);
   void on_train_end(sdk::TrainerState& s);
+  // SDK 1.2: only plugins built for 1.2 or later are called.
+  void on_load(sdk::TrainerState& s, const std::string& dir);
+
+  // Warnings about how the loaded plugins combine (logged when found, kept for tests): an
+  // attention that shows later tokens to the host's causal loss.
+  const std::vector<std::string>& warnings() const { return warnings_; }
 
   // The plugin that owns the loss, if it provides a sampler (for `trainer generate`).
   LoadedPlugin* sampler();
@@ -64,10 +70,13 @@ class PluginSet {
   template <class Fn>
   auto guarded(const LoadedPlugin& p, const char* hook, Fn&& fn) -> decltype(fn());
   void resolve_owners();
+  void warn_if_future_visible(const sdk::AttentionSpec& spec);
 
   std::vector<LoadedPlugin> plugins_;
   LoadedPlugin* loss_owner_ = nullptr;
   LoadedPlugin* attention_owner_ = nullptr;
+  std::vector<std::string> warnings_;
+  bool future_checked_ = false;
 };
 
 }  // namespace loom

@@ -14,6 +14,7 @@
 #include "io/tensor_io.hpp"
 #include "train/autocast_guard.hpp"
 #include "train/causal_lm_loss.hpp"
+#include "train/objective.hpp"
 
 namespace loom {
 namespace fs = std::filesystem;
@@ -48,7 +49,7 @@ class StopSignalScope {
 
 // Values the ranks sum alongside the metrics (a plugin metric cannot be named like this).
 const std::string kLossKey = "loom:loss", kStopKey = "loom:stop", kCountKey = "loom:count",
-                  kWeightKey = "loom:weight";
+                  kWeightKey = "loom:weight", kSaveKey = "loom:save", kEvalKey = "loom:evaluate";
 
 double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
@@ -127,6 +128,9 @@ void Trainer::setup() {
     if (start_step_ > total_steps_)
       throw UserError("--resume: checkpoint " + resume_from_.string() + " is at step " +
                       std::to_string(start_step_) + ", past max_steps " + std::to_string(total_steps_));
+    // Plugins read back what their on_save wrote into this checkpoint.
+    auto s = Trainer::state(start_step_);  // (`state` above is the optimizer's)
+    plugins_.on_load(s, resume_from_.string());
   }
 }
 
@@ -154,6 +158,23 @@ sdk::StepContext Trainer::context(std::int64_t step, bool training) const {
   c.world_size = opt_.world_size;
   c.model = bundle_.model.get();
   return c;
+}
+
+void Trainer::take_requests(const sdk::TrainerState& s) {
+  requested_.stop |= s.should_training_stop;
+  requested_.save |= s.should_save;
+  requested_.evaluate |= s.should_evaluate;
+}
+
+void Trainer::agree_on_requests(std::int64_t step) {
+  if (!dp_.active() || plugins_.empty()) return;
+  sdk::Metrics m{{kStopKey, requested_.stop ? 1.0 : 0.0},
+                 {kSaveKey, requested_.save ? 1.0 : 0.0},
+                 {kEvalKey, requested_.evaluate ? 1.0 : 0.0}};
+  m = dp_.sum_metrics(m, "callback requests at step " + std::to_string(step));
+  requested_.stop = m[kStopKey] > 0;
+  requested_.save = m[kSaveKey] > 0;
+  requested_.evaluate = m[kEvalKey] > 0;
 }
 
 sdk::TrainerState Trainer::state(std::int64_t step) {
@@ -185,28 +206,18 @@ StepOutcome Trainer::train_step(std::int64_t step) {
 
   // 1. data for the whole window, through the plugins' batch transforms
   std::vector<sdk::Batch> window = train_source().window(step);
-  for (std::size_t i = 0; i < window.size(); ++i) {
-    window[i] = clone_batch(window[i], bundle_.device);
-    ctx.micro_step = std::int64_t(i);
-    plugins_.transform_batch(window[i], ctx);
-  }
-  ctx.window = window_totals(window);
+  for (auto& batch : window) batch = clone_batch(batch, bundle_.device);
+  transform_window(plugins_, window, ctx);
   dp_.sum_totals(ctx.window, step);  // losses are normalised by the global window
   lap(out.phases.data);
 
-  // 2. forward, loss and backward per micro-batch; gradients accumulate
+  // 2. attention, forward, loss and backward per micro-batch; gradients accumulate
+  const Precision precision{cfg_.bf16, bundle_.cuda()};
   for (std::size_t i = 0; i < window.size(); ++i) {
     ctx.micro_step = std::int64_t(i);
-    const sdk::Batch& batch = window[i];
-    sdk::LossResult r;
-    {
-      AutocastGuard autocast(cfg_.bf16, bundle_.cuda());
-      sdk::AttentionSpec attention = plugins_.attention(batch, ctx);
-      sdk::ModelOutput mo = model.forward(batch.input_ids, batch.position_ids, batch.segment_ids, attention);
-      lap(out.phases.forward);
-      r = plugins_.owns_loss() ? plugins_.loss(mo, batch, ctx) : causal_lm_loss(mo, batch, ctx);
-      lap(out.phases.loss);
-    }
+    sdk::LossResult r = forward_and_loss(plugins_, model, window[i], ctx, precision,
+                                         [&] { lap(out.phases.forward); });
+    lap(out.phases.loss);
     r.loss.backward();
     out.loss += r.loss.item<double>();
     for (const auto& [k, v] : r.metrics) out.metrics[k] += v / double(window.size());
@@ -263,12 +274,7 @@ sdk::Metrics Trainer::evaluate(std::int64_t step) {
       sdk::StepContext ctx = context(step, false);
       ctx.repeat = r;
       sdk::Batch batch = clone_batch(source, bundle_.device);
-      plugins_.transform_batch(batch, ctx);
-      ctx.window = window_totals({batch});
-      AutocastGuard autocast(cfg_.bf16, bundle_.cuda());
-      auto mo = model.forward(batch.input_ids, batch.position_ids, batch.segment_ids,
-                              plugins_.attention(batch, ctx));
-      auto lr = plugins_.owns_loss() ? plugins_.loss(mo, batch, ctx) : causal_lm_loss(mo, batch, ctx);
+      auto lr = evaluate_batch(plugins_, model, batch, ctx, {cfg_.bf16, bundle_.cuda()});
       const double w = eval_weight(lr, ctx, plugins_.owns_loss());
       loss += w * lr.loss.item<double>();
       weight += w;
@@ -296,6 +302,7 @@ sdk::Metrics Trainer::evaluate(std::int64_t step) {
     if (k != "loss") result["eval/" + k] = v / double(n);
   auto s = state(step);
   plugins_.on_evaluate(s, result);
+  take_requests(s);
   return result;
 }
 
@@ -310,12 +317,12 @@ void Trainer::save(std::int64_t step) {
   prune_checkpoints(cfg_.output_dir, cfg_.save_total_limit);
 }
 
-void Trainer::write_final() {
+void Trainer::write_final(std::int64_t step) {
   if (opt_.rank != 0) return;
-  TrainerStateRecord rec{total_steps_, epoch_at(total_steps_), optimizer_->steps_taken(), cfg_.seed,
-                         opt_.world_size, global_batch_rows()};
+  TrainerStateRecord rec{step,      epoch_at(step),  optimizer_->steps_taken(),
+                         cfg_.seed, opt_.world_size, global_batch_rows()};
   // Plugins save what they keep (an EMA of the weights, say) into final/ as into checkpoints.
-  auto s = state(total_steps_);
+  auto s = state(step);
   write_checkpoint(fs::path(cfg_.output_dir) / "final", bundle_, nullptr, rec, cfg_.resolved_toml,
                    [&](const fs::path& tmp) { plugins_.on_save(s, tmp.string()); });
 }
@@ -351,6 +358,7 @@ int Trainer::run() {
   std::int64_t acc_tokens = 0, acc_n = 0;
   sdk::Metrics acc_metrics;
   bool evaluated_last = false;
+  std::int64_t last_step = start_step_;
   for (std::int64_t step = start_step_; step < total_steps_; ++step) {
     StepOutcome o = train_step(step);
     const std::int64_t done = step + 1;
@@ -377,15 +385,20 @@ int Trainer::run() {
     {
       auto s = state(done);
       plugins_.on_step_end(s);
+      take_requests(s);
     }
+    agree_on_requests(done);
     evaluated_last = false;
-    if (data_.eval && cfg_.eval_steps > 0 && done % cfg_.eval_steps == 0) {
-      auto m = evaluate(done);
+    const bool eval_due = cfg_.eval_steps > 0 && done % cfg_.eval_steps == 0;
+    if (data_.eval && (eval_due || requested_.evaluate)) {
+      auto m = evaluate(done);  // its on_evaluate may ask to stop (early stopping) or save
+      agree_on_requests(done);
       if (log_) log_->write(done, epoch_at(done), m);
       for (const auto& [k, v] : m) last_metrics_[k] = v;
       if (main_process) bar.message("eval at step " + std::to_string(done) + ": loss " + std::to_string(m["eval/loss"]));
       evaluated_last = true;
     }
+    requested_.evaluate = false;
     faults.after_step(opt_.rank, done);
     if (o.stop) {
       save(done);
@@ -394,19 +407,27 @@ int Trainer::run() {
         spdlog::warn("interrupted: saved {}/checkpoint-{}; continue with --resume", cfg_.output_dir, done);
       return 130;
     }
-    if (cfg_.save_steps > 0 && done % cfg_.save_steps == 0 && done != total_steps_) save(done);
+    last_step = done;
+    if (requested_.stop) {
+      if (main_process) spdlog::info("a plugin callback stopped training at step {} of {}", done, total_steps_);
+      break;
+    }
+    const bool save_due = cfg_.save_steps > 0 && done % cfg_.save_steps == 0;
+    if ((save_due || requested_.save) && done != total_steps_) save(done);
+    requested_.save = false;
   }
   bar.finish();
+  // The end, reached or asked for by a callback: evaluation, the last checkpoint, final/.
   if (data_.eval && !evaluated_last) {
-    auto m = evaluate(total_steps_);
-    if (log_) log_->write(total_steps_, epoch_at(total_steps_), m);
+    auto m = evaluate(last_step);
+    if (log_) log_->write(last_step, epoch_at(last_step), m);
     for (const auto& [k, v] : m) last_metrics_[k] = v;
-    if (main_process) spdlog::info("eval at step {}: loss {:.4f}", total_steps_, m["eval/loss"]);
+    if (main_process) spdlog::info("eval at step {}: loss {:.4f}", last_step, m["eval/loss"]);
   }
-  save(total_steps_);
-  write_final();
+  save(last_step);
+  write_final(last_step);
   {
-    auto s = state(total_steps_);
+    auto s = state(last_step);
     plugins_.on_train_end(s);
   }
   if (main_process)

@@ -78,7 +78,11 @@ class Trainer {
  private:
   void setup();
   void save(std::int64_t step);
-  void write_final();
+  void write_final(std::int64_t step);
+  // Callbacks' training control (sdk::TrainerState::should_*), gathered after a callback
+  // event; with several ranks a request on any rank counts for all.
+  void take_requests(const sdk::TrainerState& s);
+  void agree_on_requests(std::int64_t step);
   sdk::StepContext context(std::int64_t step, bool training) const;
   sdk::TrainerState state(std::int64_t step);
   double epoch_at(std::int64_t step) const;
@@ -100,6 +104,9 @@ class Trainer {
   std::unique_ptr<MetricsLog> log_;
   std::int64_t start_step_ = 0, total_steps_ = 0;
   sdk::Metrics last_metrics_;
+  struct Requests {
+    bool stop = false, save = false, evaluate = false;
+  } requested_;
 };
 
 // Copies every tensor of a batch (transforms may rewrite tensors in place).

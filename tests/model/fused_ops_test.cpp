@@ -299,6 +299,73 @@ TEST(ModelHandleCrossEntropy, MatchesTheProjectFallback) {
   EXPECT_LT((ce[1].to(torch::kDouble) - by_hand).abs().max().item<double>(), 1e-5);
 }
 
+// Ids excluded from the softmax (SDK 1.2): the value is logsumexp over the other ids minus the
+// target's logit (by hand, in float64, from logits with those columns removed), the argmax is
+// never an excluded id, and excluded ids get no gradient -- through the fused path and the
+// project() fallback alike, in fp32 and under CPU bf16 autocast. An excluded target is an error.
+TEST(ModelHandleCrossEntropy, ExcludedIdsLeaveTheSoftmax) {
+  const CrossEntropyCase t(13);
+  LlamaModelHandle handle{LlamaForCausalLM(t.config)};
+  const auto V = t.config.vocab_size;
+  // The ids the model likes best at the scored rows (so excluding them changes the argmax),
+  // and the last id; none of them a target.
+  torch::Tensor logits_all;
+  {
+    torch::NoGradGuard no_grad;
+    logits_all = handle.model()->project(
+        handle.model()->forward(t.ids, {}, {}, sdk::AttentionSpec::bidirectional()));
+  }
+  auto rows = logits_all.reshape({-1, V}).index_select(0, t.where.reshape({-1}).nonzero().squeeze(1));
+  std::vector<std::int64_t> ex_list;
+  auto is_target = [&](std::int64_t id) { return t.targets.eq(id).any().item<bool>(); };
+  for (std::int64_t id : {rows.argmax(-1)[0].item<std::int64_t>(), rows.argmax(-1)[1].item<std::int64_t>(), V - 1})
+    if (!is_target(id) && std::find(ex_list.begin(), ex_list.end(), id) == ex_list.end()) ex_list.push_back(id);
+  ASSERT_FALSE(ex_list.empty());
+  auto ex = torch::tensor(ex_list, torch::kLong);
+  auto keep_mask = torch::ones({V}, torch::kBool).index_fill(0, ex, false);
+  auto kept_ids = keep_mask.nonzero().squeeze(1);
+  // By hand: drop the excluded columns.
+  auto kept = rows.to(torch::kDouble).index_select(1, kept_ids);
+  auto by_hand = kept.exp().sum(-1).log() - rows.to(torch::kDouble).gather(1, t.targets.unsqueeze(1)).squeeze(1);
+  auto argmax_by_hand = kept_ids.index_select(0, kept.argmax(-1));
+
+  for (bool bf16 : {false, true}) {
+    torch::Tensor ce[2], argmax[2], grad[2];
+    for (int fused = 0; fused < 2; ++fused) {
+      AutocastGuard autocast(bf16, /*cuda=*/false);
+      auto out = handle.forward(t.ids, {}, {}, sdk::AttentionSpec::bidirectional());
+      ce[fused] = sdk::cross_entropy_where(out, fused ? &handle : nullptr, t.where, t.targets,
+                                           &argmax[fused], ex);
+      ce[fused].sum().backward();
+      auto w = handle.model()->output_weight();
+      grad[fused] = w.grad().clone();
+      w.grad().zero_();
+    }
+    const double tol = bf16 ? 5e-2 : 1e-5;
+    for (int fused = 0; fused < 2; ++fused) {
+      SCOPED_TRACE(std::string(bf16 ? "bf16 " : "fp32 ") + (fused ? "fused" : "project()"));
+      EXPECT_LT((ce[fused].to(torch::kDouble) - by_hand).abs().max().item<double>(), tol);
+      EXPECT_FALSE(torch::isin(argmax[fused], ex).any().item<bool>());
+      if (!bf16) EXPECT_TRUE(argmax[fused].equal(argmax_by_hand));
+      // lm_head (not tied here): the excluded rows get exactly no gradient, the others the
+      // fallback's.
+      EXPECT_EQ(grad[fused].index_select(0, ex).abs().max().item<double>(), 0.0);
+      EXPECT_LT((grad[fused] - grad[0]).abs().max().item<double>(), bf16 ? 5e-2 : 1e-5);
+    }
+  }
+  // An excluded target.
+  auto out = handle.forward(t.ids, {}, {}, sdk::AttentionSpec::bidirectional());
+  auto bad = torch::cat({ex.slice(0, 0, 1), t.targets.slice(0, 1)});
+  for (sdk::ModelHandle* m : {static_cast<sdk::ModelHandle*>(&handle), static_cast<sdk::ModelHandle*>(nullptr)}) {
+    try {
+      sdk::cross_entropy_where(out, m, t.where, bad, nullptr, ex);
+      ADD_FAILURE() << "an excluded target was accepted";
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find("among the excluded ids"), std::string::npos) << e.what();
+    }
+  }
+}
+
 // On a CUDA device (skipped without one) the handle's cross-entropy is the composite path:
 // the same values as logsumexp - target logit by hand, and the CPU's values.
 TEST(ModelHandleCrossEntropy, MatchesByHandOnCuda) {

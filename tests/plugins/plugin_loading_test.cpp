@@ -34,7 +34,7 @@ TEST(PluginLibrary, LoadsAPluginAndReadsItsHandshake) {
   auto plugin = lib->create();
   lib.reset();  // the object keeps its library alive
   EXPECT_EQ(plugin->info().name, "plain");
-  EXPECT_EQ(plugin->config_schema().size(), 2u);  // scale, own_loss
+  EXPECT_EQ(plugin->config_schema().size(), 6u);  // scale, own_loss, stop_at, save_at, evaluate_at, stop_on_rank
 }
 
 TEST(PluginLibrary, RefusesOtherAbiNamingFileAndBothVersions) {
@@ -44,6 +44,36 @@ TEST(PluginLibrary, RefusesOtherAbiNamingFileAndBothVersions) {
   EXPECT_NE(msg.find("ABI " + std::to_string(LOOM_SDK_ABI_MAJOR) + "." + std::to_string(LOOM_SDK_ABI_MINOR)),
             std::string::npos)
       << msg;
+}
+
+std::string abi(int major, int minor) { return std::to_string(major) + "." + std::to_string(minor); }
+
+// Versioning (docs/writing-a-plugin.md): a plugin built for an older minor loads, and the host
+// reads only the record fields that minor had; a newer minor is refused, saying what to do.
+TEST(PluginLibrary, LoadsAPluginBuiltForSdk10) {
+  auto old = PluginLibrary::load(fixture("v1_0"));
+  EXPECT_EQ(old->info().abi_major, 1);
+  EXPECT_EQ(old->info().abi_minor, 0);
+  EXPECT_EQ(old->info().compiler, "") << "a 1.0 record has no compiler field";
+  EXPECT_FALSE(old->info().supports(sdk::kMinorControlAndLoad));
+  auto current = PluginLibrary::load(fixture("plain"));
+  EXPECT_EQ(current->info().abi_minor, LOOM_SDK_ABI_MINOR);
+  EXPECT_EQ(current->info().compiler, __VERSION__);
+  EXPECT_TRUE(current->info().supports(sdk::kMinorControlAndLoad));
+}
+
+TEST(PluginLibrary, RefusesANewerMinorSayingWhatToDo) {
+  auto msg = error_of([] { PluginLibrary::load(fixture("newer")); });
+  EXPECT_NE(msg.find("built for loom SDK ABI " + abi(LOOM_SDK_ABI_MAJOR, LOOM_SDK_ABI_MINOR + 1) +
+                     ", newer than this trainer's ABI " + abi(LOOM_SDK_ABI_MAJOR, LOOM_SDK_ABI_MINOR)),
+            std::string::npos) << msg;
+  EXPECT_NE(msg.find("upgrade the trainer"), std::string::npos) << msg;
+}
+
+TEST(PluginLibrary, RefusesARecordSmallerThanSdk10s) {
+  auto msg = error_of([] { PluginLibrary::load(fixture("small_record")); });
+  EXPECT_NE(msg.find("malformed handshake record"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("less than the SDK 1.0 record"), std::string::npos) << msg;
 }
 
 TEST(PluginLibrary, RefusesFilesThatAreNotLoomPlugins) {
@@ -111,6 +141,45 @@ TEST(PluginSet, OwnershipIsAskedAfterConfigure) {
   EXPECT_EQ(set.loss_owner()->name, "plain");
 }
 
+// A hook added in 1.2 (on_load) is called on the 1.2 plugin and not on the 1.0 one, which has
+// no vtable slot for it (calling it would jump through whatever follows its vtable).
+TEST(PluginSet, HooksOfANewerMinorAreCalledOnlyOnPluginsBuiltForIt) {
+  auto dir = test::fresh_dir("minor-gating");
+  auto set = PluginSet::load({fixture("plain").string(), fixture("v1_0").string()});
+  sdk::RunInfo run;
+  run.output_dir = dir.string();
+  set.configure(parse_train_config("", "c.toml"), run);
+  sdk::TrainerState state;
+  state.step = 7;
+  set.on_load(state, "/some/checkpoint-7");
+  EXPECT_EQ(test::read_file(dir / "fixture_plain_load.txt"), "step 7 /some/checkpoint-7\n");
+  EXPECT_FALSE(fs::exists(dir / "fixture_v1_0_load.txt"));
+  // The hooks both minors have reach both.
+  set.on_train_end(state);
+  EXPECT_EQ(test::read_file(dir / "fixture_plain_train_end.txt"), "step 7\n");
+  EXPECT_EQ(test::read_file(dir / "fixture_v1_0_train_end.txt"), "step 7\n");
+}
+
+// A plugin's attention that shows later tokens, with the host's causal loss, is warned about;
+// with a plugin loss (which may well want bidirectional attention) it is not.
+TEST(PluginSet, WarnsWhenTheCausalLossSeesLaterTokens) {
+  sdk::Batch b;
+  b.input_ids = torch::zeros({1, 4}, torch::kLong);
+  auto alone = PluginSet::load({fixture("bidirectional").string()});
+  alone.configure(parse_train_config("", "c.toml"), {});
+  EXPECT_TRUE(alone.warnings().empty()) << "nothing is known before the first batch";
+  alone.attention(b, {});
+  ASSERT_EQ(alone.warnings().size(), 1u);
+  EXPECT_NE(alone.warnings()[0].find("plugin 'bidirectional' lets positions attend to later tokens"),
+            std::string::npos) << alone.warnings()[0];
+  alone.attention(b, {});
+  EXPECT_EQ(alone.warnings().size(), 1u) << "said once";
+  auto with_loss = PluginSet::load({fixture("bidirectional").string(), fixture("loss_a").string()});
+  with_loss.configure(parse_train_config("", "c.toml"), {});
+  with_loss.attention(b, {});
+  EXPECT_TRUE(with_loss.warnings().empty());
+}
+
 TEST(PluginSet, HookExceptionsNameThePluginAndTheHook) {
   auto set = PluginSet::load({fixture("thrower").string()});
   sdk::Batch b;
@@ -121,7 +190,9 @@ TEST(PluginSet, HookExceptionsNameThePluginAndTheHook) {
 TEST(PluginSet, ValidatesPluginTablesAndRejectsOrphanTables) {
   auto set = PluginSet::load({fixture("plain").string()});
   auto cfg = parse_train_config("[plain]\nscale = -1.0\n", "c.toml");
-  EXPECT_NE(error_of([&] { set.configure(cfg, {}); }).find("plain.scale = -1 is out of range"), std::string::npos);
+  // Where the value was given: line 2, column 9 (after "scale = ").
+  EXPECT_NE(error_of([&] { set.configure(cfg, {}); }).find("c.toml:2:9: plain.scale = -1 is out of range"),
+            std::string::npos) << error_of([&] { set.configure(cfg, {}); });
   cfg = parse_train_config("[plian]\nscale = 2.0\n", "c.toml");
   auto msg = error_of([&] { set.configure(cfg, {}); });
   EXPECT_NE(msg.find("table [plian] belongs to no loaded plugin"), std::string::npos) << msg;

@@ -9,11 +9,14 @@
 
 #include "loom/sdk/model.hpp"
 #include "loom/sdk/tokenizer.hpp"
+#include "loom/sdk/version.hpp"
 
 namespace loom::sdk {
 
 using Metrics = std::map<std::string, double>;
 
+// RunInfo, StepContext and TrainerState are made by the host and handed to plugins by
+// reference: each may grow by fields appended at its end (a minor version).
 struct RunInfo {
   std::uint64_t seed = 0;
   std::string output_dir;
@@ -32,6 +35,8 @@ struct RunInfo {
 // ranks). The host sums the losses of the window's micro-batches and back-propagates each;
 // an objective that divides by these totals (not by its micro-batch's own counts) gets
 // exactly the gradient of one big batch.
+// Frozen for SDK major 1 (it sits inside StepContext, before other fields): new totals are
+// appended to StepContext instead.
 struct WindowTotals {
   std::int64_t rows = 0;          // sequences (packed rows)
   std::int64_t documents = 0;     // non-empty segments (a packed row holds several)
@@ -50,9 +55,11 @@ struct StepContext {
   int rank = 0;
   int world_size = 1;
   WindowTotals window;
-  // SDK 1.1 (appended: 1.0 plugins never read it). The model this step runs, for
-  // ModelHandle::cross_entropy / sdk::cross_entropy_where; may be null (then project() is used).
+#if LOOM_SDK_TARGET_MINOR >= 1
+  // SDK 1.1. The model this step runs, for ModelHandle::cross_entropy /
+  // sdk::cross_entropy_where; may be null (then project() is used).
   ModelHandle* model = nullptr;
+#endif
 };
 
 struct LossResult {
@@ -78,6 +85,18 @@ struct TrainerState {
   TokenizerHandle* tokenizer = nullptr;
   Metrics last_metrics;  // the most recent logged metrics (train/... and eval/...)
   bool is_main_process() const { return rank == 0; }
+#if LOOM_SDK_TARGET_MINOR >= 2
+  // SDK 1.2: training control, as transformers' TrainerControl. A callback sets these in
+  // on_step_end or on_evaluate; the host reads them when the callbacks of that event return
+  // (with several ranks: a flag set on any rank counts for all).
+  //  - should_training_stop: end training after this step as a normal end: evaluation (if
+  //    there is eval data), the last checkpoint, final/, on_train_end;
+  //  - should_save: write checkpoint-<step> now (besides save_steps);
+  //  - should_evaluate: evaluate now (besides eval_steps; ignored without eval data).
+  bool should_training_stop = false;
+  bool should_save = false;
+  bool should_evaluate = false;
+#endif
 };
 
 }  // namespace loom::sdk

@@ -6,8 +6,14 @@
 
 #include <cstdint>
 #include <functional>
+#include <limits>
+#include <map>
+#include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
+
+#include "loom/sdk/version.hpp"
 
 namespace loom::sdk {
 
@@ -57,25 +63,64 @@ class ModelHandle {
   virtual void set_training(bool training) = 0;
   virtual bool is_training() const = 0;
 
-  // SDK 1.1 (appended, so plugins built for 1.0 keep working). Per-row cross-entropy of
-  // hidden rows [N, H] projected through the output matrix, against targets [N] (int64):
-  // [N] fp32 (fp64 for fp64 hidden), differentiable like ModelOutput::project, equal to
-  // logsumexp(project(h)) - project(h)[target] but computed without the [N, V] tensors the
-  // composite keeps (docs/performance.md). With `argmax`, also each row's most likely id [N].
-  // A handle without such a path returns an undefined tensor; call sdk::cross_entropy_where,
-  // which then goes through project().
+#if LOOM_SDK_TARGET_MINOR >= 1
+  // SDK 1.1. Per-row cross-entropy of hidden rows [N, H] projected through the output matrix,
+  // against targets [N] (int64): [N] fp32 (fp64 for fp64 hidden), differentiable like
+  // ModelOutput::project, equal to logsumexp(project(h)) - project(h)[target] but computed
+  // without the [N, V] tensors the composite keeps (docs/performance.md). With `argmax`, also
+  // each row's most likely id [N]. A handle without such a path returns an undefined tensor;
+  // call sdk::cross_entropy_where, which then goes through project().
   virtual at::Tensor cross_entropy(const at::Tensor& /*hidden*/, const at::Tensor& /*targets*/,
                                    at::Tensor* /*argmax*/) {
     return {};
   }
+#endif
+#if LOOM_SDK_TARGET_MINOR >= 2
+  // SDK 1.2. cross_entropy with the ids in `exclude_ids` ([K] int64) left out of the softmax:
+  // their logits count as -inf (as MDLM's SUBS parameterisation does for the mask token), so
+  // they get no probability, are never the argmax and get no gradient. A target may not be
+  // excluded. Undefined tensor when the handle has no fused path.
+  virtual at::Tensor cross_entropy_excluding(const at::Tensor& /*hidden*/,
+                                             const at::Tensor& /*targets*/,
+                                             const at::Tensor& /*exclude_ids*/,
+                                             at::Tensor* /*argmax*/) {
+    return {};
+  }
+  // SDK 1.2. The model's parameters under their names in model.safetensors, in that file's
+  // order (a tied output matrix appears once, as model.embed_tokens.weight): the live
+  // tensors, detached, on the model's device. Read them (copy them for an EMA, say); do not
+  // change them in place.
+  virtual std::vector<std::pair<std::string, at::Tensor>> named_parameters() { return {}; }
+  // SDK 1.2. Writes `tensors` to a safetensors file with the host's writer (CPU copies, the
+  // tensors' dtypes kept; the file appears complete or not at all). In on_save, write into the
+  // folder the hook is given: the file is then part of that checkpoint.
+  virtual void save_tensors(const std::string& /*file*/,
+                            const std::vector<std::pair<std::string, at::Tensor>>& /*tensors*/) {
+    throw std::logic_error("this model handle cannot write tensor files");
+  }
+  // SDK 1.2. Reads every tensor of a safetensors file (CPU tensors, stored dtypes), e.g. in
+  // on_load what on_save wrote. Throws with the file's name when it is missing or malformed.
+  virtual std::map<std::string, at::Tensor> load_tensors(const std::string& /*file*/) {
+    throw std::logic_error("this model handle cannot read tensor files");
+  }
+#endif
 };
 
+#if LOOM_SDK_TARGET_MINOR >= 1
 // SDK 1.1. Cross-entropy of the output logits at the positions where `where` ([B, S] bool) is
 // true (row-major order) against `targets` [N]: through model->cross_entropy when `model` (for
 // a loss hook: StepContext::model) has a fused path, else log-softmax of out.project's logits.
 inline at::Tensor cross_entropy_where(const ModelOutput& out, ModelHandle* model,
-                                      const at::Tensor& where,
-                               const at::Tensor& targets, at::Tensor* argmax = nullptr);
+                                      const at::Tensor& where, const at::Tensor& targets,
+                                      at::Tensor* argmax = nullptr);
+#endif
+#if LOOM_SDK_TARGET_MINOR >= 2
+// SDK 1.2. The same with the ids in `exclude_ids` ([K] int64; undefined = none) left out of the
+// softmax (see ModelHandle::cross_entropy_excluding); the fused path is kept.
+inline at::Tensor cross_entropy_where(const ModelOutput& out, ModelHandle* model,
+                                      const at::Tensor& where, const at::Tensor& targets,
+                                      at::Tensor* argmax, const at::Tensor& exclude_ids);
+#endif
 
 }  // namespace loom::sdk
 
@@ -87,6 +132,7 @@ inline at::Tensor loom::sdk::ModelOutput::logits_where(const at::Tensor& where) 
   return project(flat.index_select(0, idx));
 }
 
+#if LOOM_SDK_TARGET_MINOR == 1
 inline at::Tensor loom::sdk::cross_entropy_where(const ModelOutput& out, ModelHandle* model,
                                                 const at::Tensor& where, const at::Tensor& targets,
                                                 at::Tensor* argmax) {
@@ -102,3 +148,37 @@ inline at::Tensor loom::sdk::cross_entropy_where(const ModelOutput& out, ModelHa
   if (argmax) *argmax = logits.detach().argmax(-1);
   return (at::logsumexp(logits, -1, true) - logits.gather(1, t.unsqueeze(1))).squeeze(1);
 }
+#endif
+
+#if LOOM_SDK_TARGET_MINOR >= 2
+inline at::Tensor loom::sdk::cross_entropy_where(const ModelOutput& out, ModelHandle* model,
+                                                const at::Tensor& where, const at::Tensor& targets,
+                                                at::Tensor* argmax) {
+  return cross_entropy_where(out, model, where, targets, argmax, at::Tensor());
+}
+
+inline at::Tensor loom::sdk::cross_entropy_where(const ModelOutput& out, ModelHandle* model,
+                                                const at::Tensor& where, const at::Tensor& targets,
+                                                at::Tensor* argmax, const at::Tensor& exclude_ids) {
+  auto t = targets.to(at::kLong);
+  const bool excluding = exclude_ids.defined() && exclude_ids.numel() > 0;
+  auto ex = excluding ? exclude_ids.to(out.hidden.device(), at::kLong).reshape({-1}) : at::Tensor();
+  if (model) {
+    auto flat = out.hidden.reshape({-1, out.hidden.size(-1)});
+    auto idx = where.reshape({-1}).nonzero().squeeze(1);
+    auto rows = flat.index_select(0, idx);
+    auto ce = excluding ? model->cross_entropy_excluding(rows, t, ex, argmax)
+                        : model->cross_entropy(rows, t, argmax);
+    if (ce.defined()) return ce;
+  }
+  auto logits = out.logits_where(where);
+  logits = logits.to(logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
+  if (excluding) {
+    if (t.numel() > 0 && at::isin(t, ex).any().item<bool>())
+      throw std::invalid_argument("cross_entropy_where: a target id is among the excluded ids");
+    logits = logits.index_fill(1, ex, -std::numeric_limits<double>::infinity());
+  }
+  if (argmax) *argmax = logits.detach().argmax(-1);
+  return (at::logsumexp(logits, -1, true) - logits.gather(1, t.unsqueeze(1))).squeeze(1);
+}
+#endif

@@ -8,6 +8,8 @@
 //  - generate: the plugin that owns the loss, if it provides a sampler.
 // Two plugins claiming the loss (or the attention) is a configuration error.
 // An exception thrown from a hook stops the run cleanly with the plugin's and hook's name.
+// Hooks are only ever appended (version.hpp): a hook of SDK 1.N is called only on plugins
+// built for 1.N or later.
 #pragma once
 
 #include <cstdint>
@@ -92,9 +94,19 @@ class Plugin {
                                   const GenerateRequest& /*request*/, bool /*colour*/) {
     return {};
   }
+
+#if LOOM_SDK_TARGET_MINOR >= 2
+  // --- SDK 1.2 -------------------------------------------------------------------------
+  // A checkpoint folder was loaded: on --resume (after the model and optimizer state are
+  // restored, before on_train_begin) and when generate/eval load a checkpoint (after
+  // on_model_loaded). Read back here what on_save wrote into that folder. state.step is the
+  // checkpoint's step (0 for a folder without trainer_state.json, e.g. final/).
+  virtual void on_load(TrainerState& /*state*/, const std::string& /*checkpoint_dir*/) {}
+#endif
 };
 
-// The handshake record a plugin library exports. Fields are only ever appended.
+// The handshake record a plugin library exports. Fields are only ever appended: the host reads
+// the fields that `struct_size` covers (at least the 1.0 record, up to plugin_name).
 struct PluginAbi {
   std::uint32_t struct_size;
   std::uint32_t abi_major;
@@ -104,6 +116,9 @@ struct PluginAbi {
   std::uint32_t torch_patch;
   std::int32_t cxx11_abi;  // _GLIBCXX_USE_CXX11_ABI the plugin was built with
   const char* plugin_name;
+#if LOOM_SDK_TARGET_MINOR >= 2
+  const char* compiler;  // SDK 1.2: the compiler that built the plugin (__VERSION__), for messages
+#endif
 };
 
 }  // namespace loom::sdk
@@ -121,18 +136,24 @@ struct PluginAbi {
 #define LOOM_SDK_CXX11_ABI_VALUE _GLIBCXX_USE_CXX11_ABI
 #endif
 
+#if LOOM_SDK_TARGET_MINOR >= 2
+#define LOOM_SDK_ABI_TAIL , __VERSION__
+#else
+#define LOOM_SDK_ABI_TAIL
+#endif
+
 // Exports the handshake record and the factory of plugin class `Class` under stable names.
 // Use once per plugin library, in a .cpp file, at global scope:  LOOM_PLUGIN(MyPlugin, "my")
 #define LOOM_PLUGIN(Class, name_literal)                                                    \
   LOOM_PLUGIN_EXPORT const ::loom::sdk::PluginAbi* loom_plugin_abi() {                      \
     static const ::loom::sdk::PluginAbi abi{sizeof(::loom::sdk::PluginAbi),                \
                                             LOOM_SDK_ABI_MAJOR,                             \
-                                            LOOM_SDK_ABI_MINOR,                             \
+                                            LOOM_SDK_TARGET_MINOR,                          \
                                             TORCH_VERSION_MAJOR,                            \
                                             TORCH_VERSION_MINOR,                            \
                                             TORCH_VERSION_PATCH,                            \
                                             LOOM_SDK_CXX11_ABI_VALUE,                       \
-                                            name_literal};                                  \
+                                            name_literal LOOM_SDK_ABI_TAIL};                \
     return &abi;                                                                            \
   }                                                                                         \
   LOOM_PLUGIN_EXPORT ::loom::sdk::Plugin* loom_plugin_create() { return new Class(); }
