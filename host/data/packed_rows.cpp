@@ -65,8 +65,9 @@ PackedRows pack_documents(const std::vector<Document>& docs, std::int64_t seq_le
       place(d, 0, n);  // starts a new row, whole
       continue;
     }
-    ++st.split_documents;
-    if (packing && fill_rows && used > 0 && used < seq_len) {
+    const bool fills_row = packing && fill_rows && used > 0 && used < seq_len;
+    if (std::int64_t(n) > seq_len || fills_row) ++st.split_documents;  // really cut across rows
+    if (fills_row) {
       b = std::size_t(seq_len - used);
       place(d, 0, b);
     }

@@ -57,7 +57,7 @@ std::string TrainingData::summary() const {
   std::ostringstream s;
   s << "data: " << train_stats.documents << " train documents -> " << train->rows() << " rows ("
     << train_stats.tokens << " tokens, " << train_stats.padding << " padding";
-  if (train_stats.split_documents) s << ", " << train_stats.split_documents << " long documents split";
+  if (train_stats.split_documents) s << ", " << train_stats.split_documents << " documents cut across rows";
   if (train_stats.dropped_documents)
     s << ", " << train_stats.dropped_documents << " instruction examples longer than sequence_len dropped";
   s << ")";

@@ -18,9 +18,10 @@ fs::path executable_dir() {
   return ec ? fs::path() : exe.parent_path();
 }
 
-// Whether `path` is `dir` or below it (both absolute).
+// Whether `path` is `dir` or below it (symbolic links resolved).
 bool inside(const fs::path& path, const fs::path& dir) {
-  const auto p = path.lexically_normal(), d = dir.lexically_normal();
+  std::error_code ec;  // resolved: the program's path comes resolved from /proc/self/exe
+  const auto p = fs::weakly_canonical(path, ec), d = fs::weakly_canonical(dir, ec);
   auto [end, unused] = std::mismatch(d.begin(), d.end(), p.begin(), p.end());
   (void)unused;
   return end == d.end();

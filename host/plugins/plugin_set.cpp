@@ -207,11 +207,34 @@ int PluginSet::eval_repeats() {
 void PluginSet::on_train_begin(sdk::TrainerState& s) {
   for (auto& p : plugins_) guarded(p, "on_train_begin", [&] { p.plugin->on_train_begin(s); });
 }
+namespace {
+
+// Each plugin sees the training-control flags cleared and its requests are OR'ed into the
+// state, so one plugin cannot cancel another's request by writing false.
+template <class Call>
+void with_own_requests(sdk::TrainerState& s, Call&& call) {
+  const bool stop = s.should_training_stop, save = s.should_save, evaluate = s.should_evaluate;
+  s.should_training_stop = s.should_save = s.should_evaluate = false;
+  call();
+  s.should_training_stop |= stop;
+  s.should_save |= save;
+  s.should_evaluate |= evaluate;
+}
+
+}  // namespace
+
 void PluginSet::on_step_end(sdk::TrainerState& s) {
-  for (auto& p : plugins_) guarded(p, "on_step_end", [&] { p.plugin->on_step_end(s); });
+  for (auto& p : plugins_)
+    with_own_requests(s, [&] { guarded(p, "on_step_end", [&] { p.plugin->on_step_end(s); }); });
 }
 void PluginSet::on_evaluate(sdk::TrainerState& s, sdk::Metrics& m) {
-  for (auto& p : plugins_) guarded(p, "on_evaluate", [&] { p.plugin->on_evaluate(s, m); });
+  for (auto& p : plugins_)
+    with_own_requests(s, [&] { guarded(p, "on_evaluate", [&] { p.plugin->on_evaluate(s, m); }); });
+}
+bool PluginSet::any_supports(int minor) const {
+  for (const auto& p : plugins_)
+    if (p.library->info().supports(minor)) return true;
+  return false;
 }
 void PluginSet::on_save(sdk::TrainerState& s, const std::string& dir) {
   for (auto& p : plugins_) guarded(p, "on_save", [&] { p.plugin->on_save(s, dir); });

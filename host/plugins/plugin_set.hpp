@@ -34,6 +34,8 @@ class PluginSet {
 
   const std::vector<LoadedPlugin>& plugins() const { return plugins_; }
   bool empty() const { return plugins_.empty(); }
+  // Whether some loaded plugin was built for SDK minor `minor` or later.
+  bool any_supports(int minor) const;
 
   // Validates every plugin table of the config against the plugins' schemas (tables that no
   // loaded plugin owns are an error) and calls configure(); then asks each plugin whether it
@@ -52,6 +54,8 @@ class PluginSet {
   int eval_repeats();
 
   void on_train_begin(sdk::TrainerState& s);
+  // Training control: each plugin's should_* requests are kept (a later plugin cannot clear
+  // an earlier one's).
   void on_step_end(sdk::TrainerState& s);
   void on_evaluate(sdk::TrainerState& s, sdk::Metrics& m);
   void on_save(sdk::TrainerState& s, const std::string& dir);

@@ -39,7 +39,9 @@ void DiffusionPlugin::on_model_loaded(sdk::ModelHandle& model, sdk::TokenizerHan
 
   ForwardProcessOptions fp;
   fp.schedule = NoiseSchedule(config_);
-  fp.eval_schedule = NoiseSchedule(NoiseScheduleKind::Linear, config_.eps, 0.0, 1.0);
+  // eps floored for evaluation: with p down to 0 the 1/p weights are unbounded and the
+  // estimate's variance with them (eps = 0 is allowed for training, not for the bound).
+  fp.eval_schedule = NoiseSchedule(NoiseScheduleKind::Linear, std::max(config_.eps, kEvalMinEps), 0.0, 1.0);
   fp.t_sampling = config_.t_sampling;
   fp.random_length_prob = config_.random_length_prob;
   fp.logit_shift = logit_shift_;

@@ -51,6 +51,9 @@ inline constexpr const char* kAnswerLenKey = "diffusion.answer_len";  // float: 
                                                                       // instruction document,
                                                                       // 0 for pretraining docs
 
+// The smallest eps evaluation draws with (DiffusionPlugin: max(eps, this)).
+inline constexpr double kEvalMinEps = 1e-3;
+
 struct ForwardProcessOptions {
   NoiseSchedule schedule;  // training draws
   // Evaluation draws: the linear schedule p = (1 - eps) t + eps, never clamped. With weights

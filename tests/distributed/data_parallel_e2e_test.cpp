@@ -304,17 +304,19 @@ TEST(DataParallelE2E, NprocInsideALaunchedRankIsRefused) {
   EXPECT_NE(r.output.find("drop --nproc"), std::string::npos) << r.output;
 }
 
-// A callback that asks to stop on one rank only (TrainerState::should_training_stop): every rank
-// stops after that step, as a normal end (without the ranks agreeing, rank 0 would wait in the
-// next step's all-reduce for a rank that has left, until the timeout). Likewise a save request.
+// A callback that asks on one rank only (TrainerState::should_save, should_training_stop):
+// every rank acts on it -- a checkpoint at step 2 (no save_steps), then a normal end after step
+// 3 (without the ranks agreeing, rank 0 would wait in the next step's all-reduce for a rank that
+// has left, until the timeout).
 TEST(DataParallelE2E, ACallbackRequestOnOneRankCountsForAll) {
   LOOM_REQUIRE_GLOO();
   auto dir = fresh_dir("dp-control");
   write_file(dir / "cfg.toml", causal_config(dir / "out", 8, "save_steps = 0\n") +
-                                   "\n[plain]\nstop_at = 3\nstop_on_rank = 1\n");
+                                   "\n[plain]\nstop_at = 3\nsave_at = 2\nrequests_on_rank = 1\n");
   auto r = train(dir / "cfg.toml", {"--nproc", "2", "--set", "micro_batch_size=2", "--plugin",
                                     std::string(LOOM_FIXTURE_DIR) + "/libfixture_plain.so"});
   ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(fs::exists(dir / "out" / "checkpoint-2" / "model.safetensors")) << r.output;
   EXPECT_TRUE(fs::exists(dir / "out" / "checkpoint-3" / "model.safetensors")) << r.output;
   EXPECT_TRUE(fs::exists(dir / "out" / "final" / "model.safetensors")) << r.output;
   EXPECT_FALSE(fs::exists(dir / "out" / "checkpoint-8"));

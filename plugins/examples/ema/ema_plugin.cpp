@@ -1,9 +1,9 @@
 // Example callback plugin: an exponential moving average (EMA) of the model's weights, kept
 // beside training and saved with every checkpoint.
 //
-// After every optimizer step (from `start_step` on, every `every` steps):
+// After every `every`-th optimizer step from `start_step` on:
 //     ema <- decay * ema + (1 - decay) * weights
-// The average starts as a copy of the weights when training begins. Each checkpoint folder and
+// Before start_step (and when training begins) the average is a copy of the weights. Each checkpoint folder and
 // final/ get ema.safetensors, with the same tensor names as model.safetensors, so it can stand in
 // for the model's weights (copy it over model.safetensors to sample or evaluate with the EMA).
 // On --resume the average is read back from the checkpoint (on_load), so a resumed run keeps
@@ -15,6 +15,8 @@
 #include <loom/sdk.hpp>
 #include <torch/torch.h>
 
+#include <cstdio>
+#include <fstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -37,22 +39,23 @@ class EmaPlugin : public Plugin {
                                          "(0: never)", 0.0)};
   }
 
-  void configure(const ConfigSection& s, const RunInfo&) override {
+  void configure(const ConfigSection& s, const RunInfo& run) override {
     decay_ = s.get_float("decay");
     every_ = s.get_int("every");
     start_step_ = s.get_int("start_step");
     stop_below_ = s.get_float("stop_below");
+    training_ = run.command == "train";
   }
 
   void on_train_begin(TrainerState& state) override {
-    if (!ema_.empty()) return;  // resumed: on_load read the average back
-    for (auto& [name, w] : state.model->named_parameters())
-      ema_.emplace_back(name, w.to(torch::kFloat, /*non_blocking=*/false, /*copy=*/true));
+    if (ema_.empty()) copy_weights(state);  // else resumed: on_load read the average back
   }
 
   void on_step_end(TrainerState& state) override {
-    if (state.step >= start_step_ && state.step % every_ == 0) {
-      torch::NoGradGuard no_grad;
+    torch::NoGradGuard no_grad;
+    if (state.step < start_step_) {
+      copy_weights(state);  // before start_step the average is the weights themselves
+    } else if (state.step % every_ == 0) {
       auto params = state.model->named_parameters();
       TORCH_CHECK(params.size() == ema_.size(), "ema: the model's parameters changed");
       for (std::size_t i = 0; i < params.size(); ++i)
@@ -63,13 +66,22 @@ class EmaPlugin : public Plugin {
       state.should_training_stop = true;
   }
 
-  // Every rank keeps the same average (the weights are the same on all ranks); one writes it.
+  // Every rank keeps the same average (the weights are the same on all ranks); the host calls
+  // on_save on the main process only, which writes it.
   void on_save(TrainerState& state, const std::string& dir) override {
-    if (state.is_main_process()) state.model->save_tensors(dir + "/ema.safetensors", ema_);
+    state.model->save_tensors(dir + "/ema.safetensors", ema_);
   }
 
   void on_load(TrainerState& state, const std::string& dir) override {
-    auto stored = state.model->load_tensors(dir + "/ema.safetensors");
+    if (!training_) return;  // generate / eval run the model's own weights
+    const std::string file = dir + "/ema.safetensors";
+    if (!std::ifstream(file)) {
+      // A run that adds the EMA on --resume: it starts from the weights, as a new run does.
+      std::fprintf(stderr, "ema: %s not found; the average starts from the current weights\n", file.c_str());
+      copy_weights(state);
+      return;
+    }
+    auto stored = state.model->load_tensors(file);
     ema_.clear();
     for (auto& [name, w] : state.model->named_parameters()) {
       auto it = stored.find(name);
@@ -79,7 +91,14 @@ class EmaPlugin : public Plugin {
   }
 
  private:
+  void copy_weights(TrainerState& state) {
+    ema_.clear();
+    for (auto& [name, w] : state.model->named_parameters())
+      ema_.emplace_back(name, w.to(torch::kFloat, /*non_blocking=*/false, /*copy=*/true));
+  }
+
   double decay_ = 0.999, stop_below_ = 0;
+  bool training_ = true;
   std::int64_t every_ = 1, start_step_ = 0;
   std::vector<std::pair<std::string, torch::Tensor>> ema_;
 };
