@@ -127,7 +127,7 @@ echo \"test-torch2: build \$((\$(date +%s) - start)) s\"
 if [ -n $(printf '%q' "$run_cmd") ]; then
   exec bash -c $(printf '%q' "$run_cmd")
 fi
-export OMP_NUM_THREADS=1  # one thread per test process, as scripts/test.sh
+export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE  # as scripts/test.sh
 start=\$(date +%s)
 ctest --test-dir /loom/build --output-on-failure -j $jobs$args
 echo \"test-torch2: libtorch 2.x tests passed in \$((\$(date +%s) - start)) s\"

@@ -8,4 +8,6 @@ build="${LOOM_BUILD_DIR:-build}"
 # answers OMP_NUM_THREADS when it is set.)
 jobs="$(OMP_NUM_THREADS= nproc)"
 export OMP_NUM_THREADS=1
+# Set, so each trainer the tests start does not restart itself to set it (host/main.cpp).
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY-PASSIVE}"
 ctest --test-dir "$build" --output-on-failure -j "$jobs" "$@"

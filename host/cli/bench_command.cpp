@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 
 #include "cli/command_setup.hpp"
 #include "cli/commands.hpp"
@@ -209,6 +210,9 @@ int run_bench(const BenchArgs& a) {
                  {"tied_embeddings", mc.tie_word_embeddings}};
   j["dtype"] = cfg.bf16 ? "bf16-autocast" : "fp32";
   j["threads"] = threads;
+  // The OpenMP wait policy this process runs with (main() makes it PASSIVE unless the user set it).
+  const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
+  j["omp_wait_policy"] = wait_policy ? wait_policy : "";
   j["gradient_checkpointing"] = cfg.gradient_checkpointing;
   j["device"] = trainer.bundle().cuda() ? "cuda" : "cpu";
   j["steps"] = a.steps;

@@ -4,8 +4,10 @@
 #include <c10/util/Exception.h>
 #include <spdlog/spdlog.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <sstream>
 #include <set>
 
 #include "cli/commands.hpp"
@@ -13,6 +15,29 @@
 
 namespace loom {
 namespace {
+
+// A number in [lo, hi]; NaN and infinities refused (CLI::Range lets NaN through: every
+// comparison with it is false).
+CLI::Validator finite_in(double lo, double hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& text) -> std::string {
+        double v = 0;
+        try {
+          std::size_t used = 0;
+          v = std::stod(text, &used);
+          if (used != text.size()) return "not a number: " + text;
+        } catch (const std::exception&) {
+          return "not a number: " + text;
+        }
+        if (!std::isfinite(v) || v < lo || v > hi) {
+          std::ostringstream os;
+          os << "must be a finite number in [" << lo << ", " << hi << "] (got " << text << ")";
+          return os.str();
+        }
+        return "";
+      },
+      "", "finite");
+}
 
 void add_common(CLI::App* cmd, CommonOptions& o, bool with_config = true) {
   if (with_config)
@@ -36,6 +61,8 @@ int dispatch(int argc, char** argv) {
   t->add_option("--resume", train.resume_dir,
                 "resume from a checkpoint folder (alone: the latest complete one in output_dir)")
       ->expected(0, 1);
+  t->add_flag("--overwrite", train.overwrite,
+              "start a fresh run in an output_dir that holds one (its checkpoints and metrics are removed)");
   t->add_flag("!--no-progress", train.progress, "no progress bar");
   t->add_option("--nproc", train.nproc, "spawn N local ranks (data-parallel training)")
       ->check(CLI::Range(1, 1024));
@@ -53,11 +80,16 @@ int dispatch(int argc, char** argv) {
   add_common(g, gen.common);
   g->add_option("--checkpoint", gen.checkpoint, "checkpoint folder")->required();
   g->add_option("--prompt", gen.prompt, "prompt text (default: read prompts interactively)");
-  g->add_option("--complete", gen.complete, "generate N tokens after the prompt");
-  g->add_option("--mask", gen.mask, "mask this share of the prompt and fill it back");
-  g->add_option("--steps", gen.steps, "reverse steps (default: the config's)");
-  g->add_option("--temperature", gen.temperature, "0 = deterministic");
-  g->add_option("--block-length", gen.block_length, "semi-autoregressive block length");
+  // Counts are checked against the model's context in run_generate; here only their sign.
+  g->add_option("--complete", gen.complete, "generate N tokens after the prompt")
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 40));
+  g->add_option("--mask", gen.mask, "mask this share of the prompt and fill it back")
+      ->check(finite_in(0.0, 1.0));
+  g->add_option("--steps", gen.steps, "reverse steps (default: the config's)")
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 40));
+  g->add_option("--temperature", gen.temperature, "0 = deterministic")->check(finite_in(0.0, 100.0));
+  g->add_option("--block-length", gen.block_length, "semi-autoregressive block length")
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 40));
   g->add_option("--seed", gen.seed, "random seed");
   g->add_flag("--profile", gen.profile, "print timings (model forward vs the rest) as JSON on stderr");
 
@@ -67,8 +99,10 @@ int dispatch(int argc, char** argv) {
   e->add_option("--checkpoint", ev.checkpoint, "checkpoint folder")->required();
   e->add_option("--data", ev.data, "JSONL or text file")->required();
   e->add_option("--objective", ev.objective, "causal, or the loss plugin (default: as trained)");
-  e->add_option("--max-batches", ev.max_batches, "evaluate at most this many batches");
-  e->add_option("--mc-samples", ev.mc_samples, "Monte Carlo draws per batch (diffusion)");
+  e->add_option("--max-batches", ev.max_batches, "evaluate at most this many batches")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 40));
+  e->add_option("--mc-samples", ev.mc_samples, "Monte Carlo draws per batch (diffusion)")
+      ->check(CLI::Range(1, 1000000));
 
   TokenizeArgs tok;
   auto* k = app.add_subcommand("tokenize", "print token ids, one JSON array per input line");

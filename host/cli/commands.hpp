@@ -17,6 +17,7 @@ struct TrainArgs {
   CommonOptions common;
   bool resume = false;
   std::string resume_dir;
+  bool overwrite = false;  // a fresh run may replace the run already in output_dir
   bool progress = true;
   int nproc = 1;  // > 1: spawn this many local ranks (see distributed/local_launcher.hpp)
   std::vector<std::string> command_line;  // the arguments as given, for the ranks to re-run

@@ -74,6 +74,10 @@ int run_eval(const EvalArgs& a) {
   }
   double wsum = 0, mean = 0;
   for (int r = 0; r < draws; ++r) wsum += draw_weight[std::size_t(r)], mean += draw_sum[std::size_t(r)];
+  if (!(wsum > 0))  // else the "bound" would read 0
+    throw UserError("--data " + a.data + ": nothing to score (" + std::to_string(stats.documents) +
+                    " documents, " + std::to_string(stats.tokens) +
+                    " tokens; every token is special, unlabelled or alone in its document)");
   mean /= std::max(1e-12, wsum);
   double var = 0;
   for (int r = 0; r < draws; ++r) {
@@ -86,7 +90,10 @@ int run_eval(const EvalArgs& a) {
   j["data"] = a.data;
   j["objective"] = plugins.owns_loss() ? plugins.loss_owner()->name : "causal";
   j[plugins.owns_loss() ? "nll_bound_per_token" : "nll_per_token"] = mean;
-  j["stderr"] = se;
+  // One draw of a Monte Carlo objective says nothing about its error (null); a deterministic
+  // objective has none (0).
+  if (plugins.owns_loss() && draws < 2) j["stderr"] = nullptr;
+  else j["stderr"] = se;
   if (!plugins.owns_loss()) j["perplexity"] = std::exp(mean);
   j["tokens"] = stats.tokens;
   j["documents"] = stats.documents;

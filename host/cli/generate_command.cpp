@@ -34,7 +34,7 @@ ModelBundle load_checkpoint_for(const std::string& command, const fs::path& ckpt
   if (!fs::is_directory(ckpt)) throw UserError("--checkpoint " + ckpt.string() + ": not a folder");
   plugins.configure(cfg, run_info_for(cfg, command));
   const auto stored_vocab = read_hf_config(ckpt / "config.json").vocab_size;
-  ModelBundle b = build_model_bundle(cfg, ckpt, plugins);
+  ModelBundle b = build_model_bundle(cfg, ckpt, plugins, /*training=*/false);
   if (b.model->vocab_size() != stored_vocab || b.tokenizer->vocab_size() > stored_vocab)
     throw UserError("checkpoint " + ckpt.string() + " lacks tokens the plugins need (they had to add " +
                     std::to_string(b.tokenizer->vocab_size() - stored_vocab) +
@@ -65,7 +65,7 @@ int run_generate(const GenerateArgs& a) {
   if (!sampler)
     throw UserError("no loaded plugin provides a sampler (load the objective the checkpoint was "
                     "trained with, e.g. --plugin diffusion)");
-  if (a.complete < 0 || a.mask < 0 || a.mask > 1)
+  if (a.complete < 0 || !(a.mask >= 0 && a.mask <= 1))
     throw UserError("--complete must be >= 0 and --mask between 0 and 1");
   torch::NoGradGuard no_grad;
   const bool colour = isatty(fileno(stdout)) != 0;
@@ -75,6 +75,21 @@ int run_generate(const GenerateArgs& a) {
     req.complete_tokens = complete;
     req.mask_ratio = mask;
     if (complete == 0 && mask == 0) req.complete_tokens = 32;
+    // Sizes against the model before anything is allocated for them.
+    const std::int64_t context = b.model->max_position_embeddings();
+    const std::int64_t prompt_len = std::int64_t(req.prompt_ids.size());
+    if (!(mask >= 0 && mask <= 1)) throw UserError("--mask must be a number in [0, 1]");
+    if (req.complete_tokens < 0 || prompt_len + req.complete_tokens > context)
+      throw UserError("--complete " + std::to_string(req.complete_tokens) + ": the prompt (" +
+                      std::to_string(prompt_len) + " tokens) and the completion exceed the model's context of " +
+                      std::to_string(context) + " tokens (max_position_embeddings); at most " +
+                      std::to_string(std::max<std::int64_t>(0, context - prompt_len)));
+    if (prompt_len > context)
+      throw UserError("the prompt (" + std::to_string(prompt_len) + " tokens) exceeds the model's context of " +
+                      std::to_string(context) + " tokens (max_position_embeddings)");
+    if (a.steps > context)
+      throw UserError("--steps " + std::to_string(a.steps) + ": more reverse steps than the model has positions (" +
+                      std::to_string(context) + "); each step reveals at least one token");
     req.steps = a.steps;
     req.temperature = a.temperature;
     req.block_length = a.block_length;

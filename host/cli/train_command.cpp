@@ -12,6 +12,7 @@
 #include "errors.hpp"
 #include "train/model_bundle.hpp"
 #include "train/preflight.hpp"
+#include "train/run_folder.hpp"
 #include "train/trainer.hpp"
 
 namespace loom {
@@ -24,7 +25,13 @@ int run_train(const TrainArgs& args) {
                       ": this process already is rank " + std::to_string(env.rank) +
                       " of WORLD_SIZE=" + std::to_string(env.world_size) +
                       " (torchrun or srun started the ranks); drop --nproc");
-    check_run_inputs(config_for(args.common));  // a config error is reported once, not by every rank
+    // A config or output_dir problem is reported once, not by every rank.
+    const TrainConfig cfg = config_for(args.common);
+    check_run_inputs(cfg);
+    if (std::filesystem::exists(cfg.output_dir)) {  // (no folder is made before the ranks start)
+      RunFolderLock lock(cfg.output_dir);  // released here: the ranks' rank 0 takes it for the run
+      if (!args.resume) prepare_fresh_run_folder(cfg.output_dir, args.overwrite);
+    }
     return LocalLauncher(args.nproc, args.command_line).run();
   }
   TrainConfig cfg = config_for(args.common);
@@ -50,6 +57,13 @@ int run_train(const TrainArgs& args) {
     po.timeout = std::chrono::milliseconds(std::int64_t(cfg.distributed_timeout_s * 1000.0));
     po.device = device;
     opt.group = std::make_shared<ProcessGroup>(env, po);
+  }
+  // The output folder is this run's while it runs (rank 0 holds the lock for all ranks); taken
+  // once the ranks are connected, so a run that cannot start leaves no folder behind.
+  RunFolderLock lock;
+  if (env.rank == 0) {
+    lock = RunFolderLock(cfg.output_dir);
+    if (!args.resume) prepare_fresh_run_folder(cfg.output_dir, args.overwrite);
   }
   Trainer trainer(cfg, plugins, opt);
   return trainer.run();

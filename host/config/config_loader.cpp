@@ -14,6 +14,9 @@ namespace loom {
 namespace {
 
 std::string where(const std::string& source, const toml::node& node) {
+  // A value given with --set carries the argument as its source (apply_override).
+  const auto& path = node.source().path;
+  if (path && path->rfind("--set ", 0) == 0) return *path;
   const auto& b = node.source().begin;
   if (b.line == 0) return source;
   return source + ":" + std::to_string(b.line) + ":" + std::to_string(b.column);
@@ -216,11 +219,15 @@ void apply_override(toml::table& root, const std::string& assignment) {
     throw UserError("--set " + assignment + ": expected key=value");
   std::string path = assignment.substr(0, eq);
   std::string text = assignment.substr(eq + 1);
+  // Parsed with the argument as its source, so errors about the value name the --set.
+  const std::string source = "--set " + assignment;
   toml::table parsed;
   try {
-    parsed = toml::parse("v = " + text);
+    parsed = toml::parse("v = " + text, source);
   } catch (const toml::parse_error&) {
-    parsed.insert_or_assign("v", text);  // a bare word: take it as a string
+    std::ostringstream quoted;  // a bare word: take it as a string
+    quoted << toml::table{{"v", text}};
+    parsed = toml::parse(quoted.str(), source);
   }
   toml::table* t = &root;
   std::size_t start = 0;

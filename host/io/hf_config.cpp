@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "errors.hpp"
+#include "io/durable_file.hpp"
 
 namespace loom {
 namespace {
@@ -178,7 +179,7 @@ json read_json_file(const std::filesystem::path& file) {
   text << in.rdbuf();
   try {
     return json::parse(text.str());
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number like 1e400
     throw UserError(file.string() + " is not valid JSON: " + e.what());
   }
 }
@@ -322,21 +323,7 @@ void write_hf_config(const std::filesystem::path& file, const ModelConfig& confi
   // LlamaConfig's default pad_token_id is None, so an absent key reads back the same.
   if (config.pad_token_id) out["pad_token_id"] = *config.pad_token_id;
 
-  std::filesystem::path tmp = file;
-  tmp += ".tmp";
-  {
-    std::ofstream stream(tmp, std::ios::binary | std::ios::trunc);
-    stream << out.dump(2) << "\n";
-    stream.close();
-    if (!stream) throw UserError("cannot write " + tmp.string());
-  }
-  std::error_code error;
-  std::filesystem::rename(tmp, file, error);
-  if (error) {
-    const std::string reason = error.message();
-    std::filesystem::remove(tmp, error);
-    throw UserError("cannot write " + file.string() + ": " + reason);
-  }
+  write_file_durably(file, out.dump(2) + "\n");
 }
 
 }  // namespace loom

@@ -6,6 +6,7 @@
 #include <system_error>
 
 #include "errors.hpp"
+#include "io/durable_file.hpp"
 
 namespace loom::hf_files {
 
@@ -137,11 +138,7 @@ void write_json(const std::filesystem::path& file, const ordered_json& value) {
 }
 
 void write_text(const std::filesystem::path& file, const std::string& text) {
-  std::ofstream out(file, std::ios::binary | std::ios::trunc);
-  if (!out) throw UserError("cannot write " + file.string());
-  out << text;
-  out.close();
-  if (!out) throw UserError("cannot write " + file.string() + " (disk full?)");
+  write_file_durably(file, text);  // complete or not at all; a full disk is an error
 }
 
 void create_directory(const std::filesystem::path& dir) {

@@ -6,7 +6,10 @@
 #include <regex>
 
 #include "errors.hpp"
+#include "io/durable_file.hpp"
+#include "config/config_loader.hpp"
 #include "io/hf_config.hpp"
+#include "io/safetensors_file.hpp"
 #include "io/tensor_io.hpp"
 #include "loom/sdk/version.hpp"
 
@@ -33,6 +36,11 @@ std::vector<std::pair<std::int64_t, fs::path>> list_checkpoints(const fs::path& 
   }
   std::sort(v.begin(), v.end());
   return v;
+}
+
+std::string read_text_file(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 }  // namespace
@@ -72,20 +80,48 @@ void write_checkpoint(const fs::path& dir, ModelBundle& bundle, const AdamW* opt
     j["global_batch_rows"] = state.global_batch_rows;
     j["loom_version"] = LOOM_VERSION;
     j["sdk_abi"] = std::to_string(LOOM_SDK_ABI_MAJOR) + "." + std::to_string(LOOM_SDK_ABI_MINOR);
-    std::ofstream(tmp / "trainer_state.json") << j.dump(2) << "\n";
+    write_file_durably(tmp / "trainer_state.json", j.dump(2) + "\n");
   }
   // The resolved config, so `trainer generate/eval --checkpoint` know the plugins and keys.
-  std::ofstream(tmp / "loom_config.toml") << resolved_toml << "\n";
+  write_file_durably(tmp / "loom_config.toml", resolved_toml + "\n");
   if (before_commit) before_commit(tmp);
-  fs::remove_all(dir);
-  fs::rename(tmp, dir);
+  sync_directory(tmp);
+  // The folder being replaced (re-saving the step a run resumed from) stays until the new one
+  // is in place.
+  replace_folder(tmp, dir);
 }
 
-fs::path find_latest_checkpoint(const fs::path& output_dir) {
+fs::path find_latest_checkpoint(const fs::path& output_dir, std::vector<std::string>* skipped) {
+  std::error_code ec;
+  if (fs::is_directory(output_dir, ec))
+    for (const auto& e : fs::directory_iterator(output_dir, ec)) {
+      const std::string name = e.path().filename().string();
+      if (name.size() > 4 && name.compare(name.size() - 4, 4, ".old") == 0)
+        recover_replaced_folder(e.path().parent_path() / name.substr(0, name.size() - 4));
+    }
   auto all = list_checkpoints(output_dir);
-  for (auto it = all.rbegin(); it != all.rend(); ++it)
-    if (fs::exists(it->second / "trainer_state.json")) return it->second;
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {
+    const std::string problem = checkpoint_problem(it->second);
+    if (problem.empty()) return it->second;
+    if (skipped) skipped->push_back(it->second.filename().string() + ": " + problem);
+  }
   return {};
+}
+
+std::string checkpoint_problem(const fs::path& dir) {
+  try {
+    read_trainer_state(dir);
+    read_hf_config(dir / "config.json");
+    SafetensorsFile::open(dir / "model.safetensors");
+    SafetensorsFile::open(dir / "optimizer.safetensors");
+    std::error_code ec;
+    if (!fs::exists(dir / "loom_config.toml") || fs::file_size(dir / "loom_config.toml", ec) == 0)
+      return "loom_config.toml is missing or empty";
+    (void)parse_train_config(read_text_file(dir / "loom_config.toml"), (dir / "loom_config.toml").string());
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
 }
 
 TrainerStateRecord read_trainer_state(const fs::path& dir) {
@@ -97,7 +133,8 @@ TrainerStateRecord read_trainer_state(const fs::path& dir) {
                       " is missing");
   std::ifstream in(dir / "trainer_state.json");
   auto j = nlohmann::json::parse(in, nullptr, false);
-  if (j.is_discarded() || !j.is_object() || !j.contains("step") || !j["step"].is_number_integer())
+  if (j.is_discarded() || !j.is_object() || !j.contains("step") || !j["step"].is_number_integer() ||
+      j["step"].get<std::int64_t>() < 0)
     throw UserError("checkpoint " + dir.string() + ": trainer_state.json is corrupt");
   TrainerStateRecord r;
   r.step = j["step"].get<std::int64_t>();

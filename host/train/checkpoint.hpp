@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "train/adamw.hpp"
 #include "train/model_bundle.hpp"
@@ -30,8 +31,17 @@ void write_checkpoint(const std::filesystem::path& dir, ModelBundle& bundle, con
                       const TrainerStateRecord& state, const std::string& resolved_toml,
                       const std::function<void(const std::filesystem::path&)>& before_commit);
 
-// The complete checkpoint-<N> folder with the largest N in output_dir, or "" if none.
-std::filesystem::path find_latest_checkpoint(const std::filesystem::path& output_dir);
+// The checkpoint-<N> folder with the largest N in output_dir that checkpoint_problem finds
+// nothing wrong with, or "" if none. Newer folders it passed over are added to `skipped` as
+// "checkpoint-<N>: <what is wrong>". A folder left as checkpoint-<N>.old by a crash while it
+// was being replaced is put back first.
+std::filesystem::path find_latest_checkpoint(const std::filesystem::path& output_dir,
+                                             std::vector<std::string>* skipped = nullptr);
+
+// "" when `dir` holds everything resuming needs, each file readable (trainer_state.json,
+// config.json and loom_config.toml parse; model and optimizer safetensors headers are sound);
+// else what is wrong.
+std::string checkpoint_problem(const std::filesystem::path& dir);
 
 // Reads and validates trainer_state.json and checks the folder has every file resuming needs;
 // throws UserError naming the folder and what is wrong.

@@ -4,6 +4,7 @@
 #include <torch/version.h>
 
 #include "errors.hpp"
+#include "train/memory_estimate.hpp"
 #include "io/hf_config.hpp"
 #include "io/tensor_io.hpp"
 #include "tokenizer/byte_tokenizer.hpp"
@@ -55,7 +56,7 @@ std::vector<std::pair<std::string, torch::Tensor>> named_weights(LlamaForCausalL
 }
 
 ModelBundle build_model_bundle(const TrainConfig& cfg, const fs::path& weights_dir,
-                               PluginSet& plugins) {
+                               PluginSet& plugins, bool training) {
   ModelBundle b;
   b.device = resolve_device(cfg.device);
   const fs::path hf_dir = !weights_dir.empty() ? weights_dir : fs::path(cfg.base_model);
@@ -89,7 +90,8 @@ ModelBundle build_model_bundle(const TrainConfig& cfg, const fs::path& weights_d
                     ") exceeds the model's max_position_embeddings (" +
                     std::to_string(mc.max_position_embeddings) + ")");
 
-  // 3. weights
+  // 3. weights, once the machine can hold them (and, training, what training adds)
+  check_memory(mc, cfg, training, b.cuda());
   LlamaForCausalLM model(mc);
   if (!hf_dir.empty()) {
     LoadOptions opt;

@@ -24,8 +24,10 @@ torch::Device resolve_device(const std::string& device);
 
 // `weights_dir` empty: scratch or base_model as the config says; otherwise a folder holding
 // config.json, model.safetensors and a tokenizer (a checkpoint or a Hugging Face model).
+// Refuses, before allocating, a model this machine cannot hold (for `training`: with its
+// gradients, optimizer state and activations; see train/memory_estimate.hpp).
 ModelBundle build_model_bundle(const TrainConfig& config, const std::filesystem::path& weights_dir,
-                               PluginSet& plugins);
+                               PluginSet& plugins, bool training = true);
 
 // HF names and tensors to save (the output matrix is omitted when tied, as transformers does).
 std::vector<std::pair<std::string, torch::Tensor>> named_weights(LlamaForCausalLM& model);

@@ -85,12 +85,19 @@ void Trainer::setup() {
   at::set_num_threads(cfg_.threads > 0 ? cfg_.threads : per_rank);
   if (opt_.resume) {
     // Rank 0 picks the checkpoint; every rank loads that one (each checks its own copy).
-    if (opt_.rank == 0)
-      resume_from_ = opt_.resume_dir.empty() ? find_latest_checkpoint(cfg_.output_dir)
+    if (opt_.rank == 0) {
+      std::vector<std::string> skipped;
+      resume_from_ = opt_.resume_dir.empty() ? find_latest_checkpoint(cfg_.output_dir, &skipped)
                                              : fs::path(opt_.resume_dir);
+      for (const auto& s : skipped) spdlog::warn("--resume: skipping {}", s);
+    }
     resume_from_ = dp_.from_rank0("resume_checkpoint", resume_from_.string());
     if (resume_from_.empty())
       throw UserError("--resume: no complete checkpoint-<step> folder in " + cfg_.output_dir);
+    if (!opt_.resume_dir.empty()) {  // a folder the user named: refused, not skipped
+      const std::string problem = checkpoint_problem(resume_from_);
+      if (!problem.empty()) throw UserError("--resume " + opt_.resume_dir.string() + ": " + problem);
+    }
     resumed_ = read_trainer_state(resume_from_);
   }
   sdk::RunInfo run = run_info_for(cfg_, opt_.command);
@@ -167,7 +174,8 @@ void Trainer::take_requests(const sdk::TrainerState& s) {
 }
 
 void Trainer::agree_on_requests(std::int64_t step) {
-  if (!dp_.active() || plugins_.empty()) return;
+  // Only plugins built for SDK 1.2 can make requests; the same on every rank.
+  if (!dp_.active() || !plugins_.any_supports(sdk::kMinorControlAndLoad)) return;
   sdk::Metrics m{{kStopKey, requested_.stop ? 1.0 : 0.0},
                  {kSaveKey, requested_.save ? 1.0 : 0.0},
                  {kEvalKey, requested_.evaluate ? 1.0 : 0.0}};
@@ -368,10 +376,11 @@ int Trainer::run() {
     const bool log_now = done % cfg_.logging_steps == 0 || done == total_steps_;
     const double tps = double(acc_tokens) / std::max(1e-9, acc_secs);
     bar.update(done, acc_loss / double(acc_n), o.lr, tps, log_now);
-    if (log_now) {
+    // The train line of metrics.jsonl: averages over the steps since the last one.
+    auto write_train_log = [&, lr = o.lr, tps, done] {
       sdk::Metrics m;
       m["train/loss"] = acc_loss / double(acc_n);
-      m["train/lr"] = o.lr;
+      m["train/lr"] = lr;
       m["train/grad_norm"] = acc_norm / double(acc_n);
       m["train/tokens_per_s"] = tps;
       if (dp_.active()) m["train/allreduce_s"] = acc_comm / double(acc_n);  // this rank's
@@ -381,7 +390,8 @@ int Trainer::run() {
       for (const auto& [k, v] : m) last_metrics_[k] = v;
       acc_loss = acc_norm = acc_secs = acc_comm = 0, acc_tokens = acc_n = 0;
       acc_metrics.clear();
-    }
+    };
+    if (log_now) write_train_log();
     {
       auto s = state(done);
       plugins_.on_step_end(s);
@@ -410,6 +420,7 @@ int Trainer::run() {
     last_step = done;
     if (requested_.stop) {
       if (main_process) spdlog::info("a plugin callback stopped training at step {} of {}", done, total_steps_);
+      if (acc_n > 0) write_train_log();  // the last step is logged however the run ends
       break;
     }
     const bool save_due = cfg_.save_steps > 0 && done % cfg_.save_steps == 0;

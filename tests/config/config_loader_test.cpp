@@ -75,6 +75,18 @@ TEST(ConfigLoader, SyntaxErrorGivesLineAndColumn) {
   EXPECT_NE(msg.find("not valid TOML"), std::string::npos) << msg;
 }
 
+// A bad value given with --set is reported as that argument, not as a place in the file.
+TEST(ConfigLoader, SetErrorsNameTheSetArgument) {
+  auto msg = error_of("seed = 1\nmicro_batch_size = 2\n", {"micro_batch_size=0"});
+  EXPECT_EQ(msg.rfind("--set micro_batch_size=0: micro_batch_size must be >= 1", 0), 0u) << msg;
+  msg = error_of("seed = 1\n", {"micro_batch_size=eight"});
+  EXPECT_EQ(msg.rfind("--set micro_batch_size=eight: micro_batch_size must be an integer", 0), 0u) << msg;
+  msg = error_of("seed = 1\n", {"learning_rat=0.1"});
+  EXPECT_EQ(msg.rfind("--set learning_rat=0.1: unknown key 'learning_rat'", 0), 0u) << msg;
+  // Values from the file still point into the file.
+  EXPECT_EQ(error_of("seed = 1\nmicro_batch_size = 0\n").rfind("cfg.toml:2:", 0), 0u);
+}
+
 TEST(ConfigLoader, UnknownKeySuggestsTheClosest) {
   auto msg = error_of("learning_rat = 0.1\n");
   EXPECT_NE(msg.find("unknown key 'learning_rat'"), std::string::npos) << msg;

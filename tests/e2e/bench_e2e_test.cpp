@@ -49,6 +49,21 @@ TEST(BenchE2E, CausalReportIsConsistentWithTheShape) {
   EXPECT_FALSE(fs::exists(dir / "out"));
 }
 
+// OpenMP waits are passive unless the user chose a policy (the program restarts itself with
+// OMP_WAIT_POLICY=PASSIVE, see host/main.cpp); a policy the user set is kept.
+TEST(BenchE2E, OpenMpWaitsArePassiveUnlessTheUserChose) {
+  auto dir = fresh_dir("bench-omp");
+  write_file(dir / "cfg.toml", tiny_config(dir / "out", 10));
+  const std::string bench = shell_quote(LOOM_TRAINER_BIN) + " bench --config " + shell_quote((dir / "cfg.toml").string()) +
+                            " --steps 1 --warmup 0";
+  auto unset = run_command("env -u OMP_WAIT_POLICY OMP_NUM_THREADS=1 " + bench);
+  ASSERT_EQ(unset.exit_code, 0) << unset.output;
+  EXPECT_EQ(bench_json(unset.output)["omp_wait_policy"], "PASSIVE") << unset.output;
+  auto chosen = run_command("OMP_WAIT_POLICY=ACTIVE OMP_NUM_THREADS=1 " + bench);
+  ASSERT_EQ(chosen.exit_code, 0) << chosen.output;
+  EXPECT_EQ(bench_json(chosen.output)["omp_wait_policy"], "ACTIVE") << chosen.output;
+}
+
 TEST(BenchE2E, DiffusionPluginProjectsOnlyMaskedPositions) {
   auto dir = fresh_dir("bench-diffusion");
   write_file(dir / "cfg.toml", tiny_config(dir / "out", 10, "plugins = [\"diffusion\"]\nbf16 = true\n"));

@@ -107,10 +107,18 @@ TEST(ErrorsE2E, CorruptCheckpointOnResume) {
   write_file(dir / "cfg.toml", tiny_config(dir / "o", 4, "save_steps = 2\n"));
   auto ok = run_trainer({"--config", (dir / "cfg.toml").string(), "--no-progress"});
   ASSERT_EQ(ok.exit_code, 0) << ok.output;
-  // Truncate the newest checkpoint's weights: resume must refuse it with the file named.
+  // Truncate the newest checkpoint's weights: named with --resume DIR, it is refused with the
+  // file named; found by --resume alone, it is passed over, saying why, for the newest sound one.
   auto weights = dir / "o" / "checkpoint-4" / "model.safetensors";
   fs::resize_file(weights, fs::file_size(weights) / 2);
-  expect_error(run_trainer({"--config", (dir / "cfg.toml").string(), "--resume"}), "model.safetensors");
+  expect_error(run_trainer({"--config", (dir / "cfg.toml").string(), "--resume", (dir / "o" / "checkpoint-4").string()}),
+               "model.safetensors");
+  auto fallback = run_trainer({"--config", (dir / "cfg.toml").string(), "--resume"});
+  EXPECT_EQ(fallback.exit_code, 0) << fallback.output;
+  EXPECT_NE(fallback.output.find("--resume: skipping checkpoint-4: " + weights.string()), std::string::npos)
+      << fallback.output;
+  EXPECT_NE(fallback.output.find("resuming from " + (dir / "o" / "checkpoint-2").string()), std::string::npos)
+      << fallback.output;
   fs::remove(dir / "o" / "checkpoint-2" / "optimizer.safetensors");
   expect_error(run_trainer({"--config", (dir / "cfg.toml").string(), "--resume", (dir / "o" / "checkpoint-2").string()}),
                "optimizer.safetensors is missing");

@@ -155,6 +155,19 @@ TEST_F(HfConfig, UnknownRopeTypeIsNamed) {
             std::string::npos);
 }
 
+// A number JSON can write but a double cannot hold: a UserError naming the file, not an
+// internal error.
+TEST_F(HfConfig, ANumberOutOfRangeIsAnErrorNamingTheFile) {
+  test::write_file(dir_ / "config.json", std::string(kMinimal).replace(std::string(kMinimal).find("64"), 2, "1e400"));
+  try {
+    read_hf_config(dir_ / "config.json");
+    ADD_FAILURE() << "1e400 was accepted";
+  } catch (const UserError& e) {
+    EXPECT_NE(std::string(e.what()).find((dir_ / "config.json").string() + " is not valid JSON"), std::string::npos)
+        << e.what();
+  }
+}
+
 TEST_F(HfConfig, NonLlamaModelTypeIsRefused) {
   const std::filesystem::path file = write_config({{"model_type", "mistral"}});
   try {
