@@ -2,8 +2,10 @@
 
 #include <toml++/toml.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <sstream>
 
@@ -34,13 +36,17 @@ class TableReader {
     known_.push_back(key);
     const toml::node* n = table_.get(key);
     if (!n) return;
+    // is_integer() first: value<int64_t>() of a float like 2e24 converts out of range (UB).
+    if (!n->is_integer()) fail(*n, key, "must be an integer");
     auto v = n->value<std::int64_t>();
-    if (!n->is_integer() || !v) fail(*n, key, "must be an integer");
+    if (!v) fail(*n, key, "must be an integer");
     if ((min && *v < *min) || (max && *v > *max)) fail(*n, key, range_text(min, max));
     out = *v;
   }
   void read(const char* key, int& out, std::optional<std::int64_t> min = {},
             std::optional<std::int64_t> max = {}) {
+    if (!min) min = std::numeric_limits<int>::min();  // an int key holds no more than an int
+    if (!max) max = std::numeric_limits<int>::max();
     std::int64_t v = out;
     read(key, v, min, max);
     out = static_cast<int>(v);
