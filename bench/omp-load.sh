@@ -7,6 +7,7 @@
 # trainer's behaviour before.
 #
 #   bench/omp-load.sh [--shape small] [--runs 3]
+#   LOOM_OMP_POLICIES="spin10000 spin100000" bench/omp-load.sh   (other policies)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 shape=small
@@ -24,12 +25,17 @@ cores="$(OMP_NUM_THREADS= nproc)"
 unset OMP_NUM_THREADS
 tps() { python3 -c 'import json,sys; print(json.loads([l for l in sys.stdin.read().splitlines() if l.startswith("{")][-1])["tokens_per_s"])'; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-run() {  # $1: policy (unset | default | PASSIVE | ACTIVE)
-  local env=(env -u OMP_WAIT_POLICY)
-  case "$1" in default) env+=(OMP_WAIT_POLICY=) ;; unset) ;; *) env+=(OMP_WAIT_POLICY="$1") ;; esac
+run() {  # $1: policy (unset | default | PASSIVE | ACTIVE | spinN: libgomp default, GOMP_SPINCOUNT=N)
+  local env=(env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT)
+  case "$1" in
+    default) env+=(OMP_WAIT_POLICY=) ;;
+    unset) ;;
+    spin*) env+=(OMP_WAIT_POLICY= GOMP_SPINCOUNT="${1#spin}") ;;
+    *) env+=(OMP_WAIT_POLICY="$1") ;;
+  esac
   (cd "$root" && "${env[@]}" "$trainer" bench --config "bench/configs/$shape.toml" --steps 10 --warmup 2 2>/dev/null | tps)
 }
-policies="unset default PASSIVE ACTIVE"
+policies="${LOOM_OMP_POLICIES:-unset default PASSIVE ACTIVE}"
 echo "| load | $(for p in $policies; do printf '%s | ' "$p"; done)"
 echo "| --- |$(for p in $policies; do printf ' ---: |'; done)"
 for load in idle loaded; do

@@ -13,7 +13,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 trials=10
-steps=40
+steps=400
 trainer="$root/build/bin/trainer"
 while [ $# -gt 0 ]; do
   case "$1" in

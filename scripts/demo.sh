@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 build="${LOOM_BUILD_DIR:-build}"
-"$build/bin/trainer" "$@"
+# The demo starts over each time (--overwrite replaces the previous demo run's outputs), unless
+# asked to continue it with --resume.
+case " $* " in *" --resume"*) "$build/bin/trainer" "$@" ;; *) "$build/bin/trainer" "$@" --overwrite ;; esac
