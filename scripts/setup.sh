@@ -30,5 +30,12 @@ fi
 build="${LOOM_BUILD_DIR:-build}"
 # Precompiled headers and ccache together need these (see ccache's manual, "Precompiled headers").
 export CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE="${LOOM_BUILD_TYPE:-RelWithDebInfo}" >/dev/null
+# LOOM_SANITIZE=1 (scripts/test.sh --sanitize): AddressSanitizer + UndefinedBehaviorSanitizer.
+sanitize=()
+if [ "${LOOM_SANITIZE:-0}" = 1 ]; then
+  flags="-fsanitize=address,undefined -fno-omit-frame-pointer"
+  sanitize=(-DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXE_LINKER_FLAGS="$flags"
+            -DCMAKE_SHARED_LINKER_FLAGS="$flags" -DCMAKE_MODULE_LINKER_FLAGS="$flags")
+fi
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE="${LOOM_BUILD_TYPE:-RelWithDebInfo}" "${sanitize[@]}" >/dev/null
 cmake --build "$build" -j "$(nproc)"
