@@ -41,17 +41,8 @@ packages=(
   nlohmann-json3-dev libtomlplusplus-dev libpcre2-dev
   libtorch-dev  # headers only: the dataset reader includes an SDK header with <ATen/core/Tensor.h>
 )
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "fuzz: installing ${missing[*]}"
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+. scripts/lib/install-packages.sh
+install_missing fuzz "${packages[@]}"
 
 build="${LOOM_FUZZ_BUILD_DIR:-build-fuzz}"
 CXX=clang++ cmake -S tests/fuzz -B "$build" -G Ninja >/dev/null

@@ -15,17 +15,8 @@ packages=(
 # LOOM_REFERENCE_TESTS=1 (CI): also what the test suite's independent Python reference
 # implementations need (without it those tests skip).
 if [ "${LOOM_REFERENCE_TESTS:-0}" = 1 ]; then packages+=(python3-torch python3-numpy); fi
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "setup: installing ${missing[*]}"
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+. scripts/lib/install-packages.sh
+install_missing setup "${packages[@]}"
 
 build="${LOOM_BUILD_DIR:-build}"
 # Precompiled headers and ccache together need these (see ccache's manual, "Precompiled headers").

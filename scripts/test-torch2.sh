@@ -40,10 +40,8 @@ mirror() {
 }
 
 make_tree() {
-  if ! command -v debootstrap >/dev/null; then
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends debootstrap
-  fi
+  . scripts/lib/install-packages.sh
+  install_missing test-torch2 debootstrap
   local m
   m="$(mirror)"
   echo "test-torch2: making a Debian 13 tree in $root from $m (once)"

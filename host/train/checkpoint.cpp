@@ -38,11 +38,6 @@ std::vector<std::pair<std::int64_t, fs::path>> list_checkpoints(const fs::path& 
   return v;
 }
 
-std::string read_text_file(const fs::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
 }  // namespace
 
 void write_checkpoint(const fs::path& dir, ModelBundle& bundle, const AdamW* optimizer,
@@ -117,7 +112,7 @@ std::string checkpoint_problem(const fs::path& dir) {
     std::error_code ec;
     if (!fs::exists(dir / "loom_config.toml") || fs::file_size(dir / "loom_config.toml", ec) == 0)
       return "loom_config.toml is missing or empty";
-    (void)parse_train_config(read_text_file(dir / "loom_config.toml"), (dir / "loom_config.toml").string());
+    (void)load_train_config(dir / "loom_config.toml", {});
   } catch (const std::exception& e) {
     return e.what();
   }

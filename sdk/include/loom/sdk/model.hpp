@@ -132,43 +132,23 @@ inline at::Tensor loom::sdk::ModelOutput::logits_where(const at::Tensor& where) 
   return project(flat.index_select(0, idx));
 }
 
-#if LOOM_SDK_TARGET_MINOR == 1
-inline at::Tensor loom::sdk::cross_entropy_where(const ModelOutput& out, ModelHandle* model,
-                                                const at::Tensor& where, const at::Tensor& targets,
-                                                at::Tensor* argmax) {
-  auto t = targets.to(at::kLong);
-  if (model) {
-    auto flat = out.hidden.reshape({-1, out.hidden.size(-1)});
-    auto idx = where.reshape({-1}).nonzero().squeeze(1);
-    auto ce = model->cross_entropy(flat.index_select(0, idx), t, argmax);
-    if (ce.defined()) return ce;
-  }
-  auto logits = out.logits_where(where);
-  logits = logits.to(logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
-  if (argmax) *argmax = logits.detach().argmax(-1);
-  return (at::logsumexp(logits, -1, true) - logits.gather(1, t.unsqueeze(1))).squeeze(1);
-}
-#endif
-
-#if LOOM_SDK_TARGET_MINOR >= 2
-inline at::Tensor loom::sdk::cross_entropy_where(const ModelOutput& out, ModelHandle* model,
-                                                const at::Tensor& where, const at::Tensor& targets,
-                                                at::Tensor* argmax) {
-  return cross_entropy_where(out, model, where, targets, argmax, at::Tensor());
-}
-
-inline at::Tensor loom::sdk::cross_entropy_where(const ModelOutput& out, ModelHandle* model,
-                                                const at::Tensor& where, const at::Tensor& targets,
-                                                at::Tensor* argmax, const at::Tensor& exclude_ids) {
+#if LOOM_SDK_TARGET_MINOR >= 1
+namespace loom::sdk::detail {
+// cross_entropy_where's one body; `exclude_ids` undefined = none (and always none for 1.1).
+inline at::Tensor cross_entropy_where(const ModelOutput& out, ModelHandle* model, const at::Tensor& where,
+                                      const at::Tensor& targets, at::Tensor* argmax,
+                                      const at::Tensor& exclude_ids) {
   auto t = targets.to(at::kLong);
   const bool excluding = exclude_ids.defined() && exclude_ids.numel() > 0;
   auto ex = excluding ? exclude_ids.to(out.hidden.device(), at::kLong).reshape({-1}) : at::Tensor();
   if (model) {
     auto flat = out.hidden.reshape({-1, out.hidden.size(-1)});
-    auto idx = where.reshape({-1}).nonzero().squeeze(1);
-    auto rows = flat.index_select(0, idx);
-    auto ce = excluding ? model->cross_entropy_excluding(rows, t, ex, argmax)
-                        : model->cross_entropy(rows, t, argmax);
+    auto rows = flat.index_select(0, where.reshape({-1}).nonzero().squeeze(1));
+#if LOOM_SDK_TARGET_MINOR >= 2
+    auto ce = excluding ? model->cross_entropy_excluding(rows, t, ex, argmax) : model->cross_entropy(rows, t, argmax);
+#else
+    auto ce = model->cross_entropy(rows, t, argmax);
+#endif
     if (ce.defined()) return ce;
   }
   auto logits = out.logits_where(where);
@@ -180,5 +160,20 @@ inline at::Tensor loom::sdk::cross_entropy_where(const ModelOutput& out, ModelHa
   }
   if (argmax) *argmax = logits.detach().argmax(-1);
   return (at::logsumexp(logits, -1, true) - logits.gather(1, t.unsqueeze(1))).squeeze(1);
+}
+}  // namespace loom::sdk::detail
+
+inline at::Tensor loom::sdk::cross_entropy_where(const ModelOutput& out, ModelHandle* model,
+                                                const at::Tensor& where, const at::Tensor& targets,
+                                                at::Tensor* argmax) {
+  return detail::cross_entropy_where(out, model, where, targets, argmax, at::Tensor());
+}
+#endif
+
+#if LOOM_SDK_TARGET_MINOR >= 2
+inline at::Tensor loom::sdk::cross_entropy_where(const ModelOutput& out, ModelHandle* model,
+                                                const at::Tensor& where, const at::Tensor& targets,
+                                                at::Tensor* argmax, const at::Tensor& exclude_ids) {
+  return detail::cross_entropy_where(out, model, where, targets, argmax, exclude_ids);
 }
 #endif
