@@ -60,11 +60,26 @@ int run_train(const TrainArgs& args) {
   }
   // The output folder is this run's while it runs (rank 0 holds the lock for all ranks); taken
   // once the ranks are connected, so a run that cannot start leaves no folder behind.
+  // Rank 0's verdict is shared with every rank, so that a refused folder ends all of them at
+  // once with its reason (instead of leaving them to time out waiting for rank 0).
   RunFolderLock lock;
+  std::string refused;
   if (env.rank == 0) {
-    lock = RunFolderLock(cfg.output_dir);
-    if (!args.resume) prepare_fresh_run_folder(cfg.output_dir, args.overwrite);
+    try {
+      lock = RunFolderLock(cfg.output_dir);
+      if (!args.resume) prepare_fresh_run_folder(cfg.output_dir, args.overwrite);
+    } catch (const UserError& e) {
+      refused = e.what();
+      if (refused.empty()) refused = "output_dir " + cfg.output_dir + " refused";
+    }
   }
+  if (opt.group) {
+    refused = opt.group->from_rank0("output folder check", refused);
+    // Rank 0 hosts the store: it leaves only after every rank has read the verdict.
+    if (!refused.empty()) opt.group->all_gather("", "output folder refusal");
+  }
+  if (!refused.empty())
+    throw UserError(env.rank == 0 ? refused : "rank 0 refused the output folder: " + refused);
   Trainer trainer(cfg, plugins, opt);
   return trainer.run();
 }

@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "errors.hpp"
@@ -32,6 +34,19 @@ void write_all(int fd, const std::string& bytes, const fs::path& file) {
     p += n;
     left -= std::size_t(n);
   }
+}
+
+// LOOM_CRASH_AT (see the header): dies here, as a kill -9 at this moment would.
+void crash_point(const char* kind, const fs::path& target) {
+  const char* at = std::getenv("LOOM_CRASH_AT");
+  if (!at || std::string(at) != std::string(kind) + ":" + target.filename().string()) return;
+  std::fprintf(stderr, "LOOM_CRASH_AT=%s: killing this process\n", at);
+  std::raise(SIGKILL);
+}
+
+bool rename_exchange_allowed() {
+  const char* v = std::getenv("LOOM_TEST_NO_RENAME_EXCHANGE");
+  return !(v && std::string(v) == "1");
 }
 
 }  // namespace
@@ -62,6 +77,7 @@ void write_file_durably(const fs::path& file, const std::string& bytes) {
     ::unlink(tmp.c_str());
     fail("write", tmp, err);
   }
+  crash_point("write", file);
   if (::rename(tmp.c_str(), file.c_str()) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());
@@ -88,6 +104,7 @@ void append_durably(const fs::path& file, const std::string& bytes) {
 
 void replace_folder(const fs::path& staged, const fs::path& dir) {
   std::error_code ec;
+  crash_point("replace", dir);
   if (!fs::exists(dir, ec)) {
     if (::rename(staged.c_str(), dir.c_str()) != 0) fail("rename " + staged.string() + " to", dir, errno);
     sync_directory(dir.parent_path());
@@ -95,8 +112,10 @@ void replace_folder(const fs::path& staged, const fs::path& dir) {
   }
 #ifdef SYS_renameat2
   constexpr unsigned kRenameExchange = 2;  // RENAME_EXCHANGE (linux/fs.h)
-  if (::syscall(SYS_renameat2, AT_FDCWD, staged.c_str(), AT_FDCWD, dir.c_str(), kRenameExchange) == 0) {
+  if (rename_exchange_allowed() &&
+      ::syscall(SYS_renameat2, AT_FDCWD, staged.c_str(), AT_FDCWD, dir.c_str(), kRenameExchange) == 0) {
     sync_directory(dir.parent_path());
+    crash_point("replaced", dir);
     fs::remove_all(staged, ec);  // now the old contents
     return;
   }
@@ -106,12 +125,14 @@ void replace_folder(const fs::path& staged, const fs::path& dir) {
   const fs::path old = dir.string() + ".old";
   fs::remove_all(old, ec);
   if (::rename(dir.c_str(), old.c_str()) != 0) fail("rename " + dir.string() + " to", old, errno);
+  crash_point("aside", dir);
   if (::rename(staged.c_str(), dir.c_str()) != 0) {
     const int err = errno;
     ::rename(old.c_str(), dir.c_str());
     fail("rename " + staged.string() + " to", dir, err);
   }
   sync_directory(dir.parent_path());
+  crash_point("replaced", dir);
   fs::remove_all(old, ec);
 }
 

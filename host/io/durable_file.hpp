@@ -26,6 +26,21 @@ void sync_directory(const std::filesystem::path& dir);
 // deleted.
 void replace_folder(const std::filesystem::path& staged, const std::filesystem::path& dir);
 
+// Test hooks (environment variables), to check that nothing is lost whatever moment a run dies
+// at:
+//  - LOOM_CRASH_AT=<point> kills the process with SIGKILL (as `kill -9` would) at one point:
+//      write:<file name>     write_file_durably: the temporary file is complete and synced,
+//                            before it is renamed over the file
+//      replace:<folder name> replace_folder: the new folder is complete, before it takes the
+//                            old one's place
+//      aside:<folder name>   replace_folder's fallback: the old folder renamed to <name>.old,
+//                            the new one not yet in place
+//      replaced:<folder name> replace_folder: the new folder in place, the old contents not yet
+//                            deleted
+//  - LOOM_TEST_NO_RENAME_EXCHANGE=1 makes replace_folder take its fallback, as on filesystems
+//    without RENAME_EXCHANGE.
+// Unset, they do nothing.
+
 // After a crash inside replace_folder's fallback: `<dir>.old` without `dir` is renamed back.
 void recover_replaced_folder(const std::filesystem::path& dir);
 

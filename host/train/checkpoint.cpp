@@ -88,12 +88,23 @@ void write_checkpoint(const fs::path& dir, ModelBundle& bundle, const AdamW* opt
 
 fs::path find_latest_checkpoint(const fs::path& output_dir, std::vector<std::string>* skipped) {
   std::error_code ec;
+  std::vector<fs::path> entries;
   if (fs::is_directory(output_dir, ec))
-    for (const auto& e : fs::directory_iterator(output_dir, ec)) {
-      const std::string name = e.path().filename().string();
-      if (name.size() > 4 && name.compare(name.size() - 4, 4, ".old") == 0)
-        recover_replaced_folder(e.path().parent_path() / name.substr(0, name.size() - 4));
-    }
+    for (const auto& e : fs::directory_iterator(output_dir, ec)) entries.push_back(e.path());
+  for (const fs::path& entry : entries) {
+    // What a run killed while saving leaves: <name>.old (the fallback's old folder) is put
+    // back if <name> is missing; otherwise it, and a <name>.tmp beside a committed <name>
+    // (old contents after the exchange, or an unfinished re-save), is only old data.
+    const std::string name = entry.filename().string();
+    const bool old = name.size() > 4 && name.compare(name.size() - 4, 4, ".old") == 0;
+    const bool tmp = name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0;
+    if (!old && !tmp) continue;
+    const fs::path committed = entry.parent_path() / name.substr(0, name.size() - 4);
+    if (checkpoint_step(committed) < 0) continue;
+    if (old) recover_replaced_folder(committed);
+    std::error_code rm;
+    if (fs::is_directory(committed, rm) && fs::exists(entry, rm)) fs::remove_all(entry, rm);
+  }
   auto all = list_checkpoints(output_dir);
   for (auto it = all.rbegin(); it != all.rend(); ++it) {
     const std::string problem = checkpoint_problem(it->second);

@@ -30,6 +30,7 @@
 #include "distributed/process_group.hpp"
 #include "e2e/tiny_run.hpp"
 #include "io/tensor_io.hpp"
+#include "train/run_folder.hpp"
 
 namespace loom::test {
 namespace {
@@ -294,6 +295,44 @@ TEST(DataParallelE2E, APortInUseIsAClearError) {
   EXPECT_NE(r.output.find("MASTER_PORT " + std::to_string(port) + " is already in use"),
             std::string::npos)
       << r.output;
+}
+
+// Ranks started by a launcher (torchrun sets RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT): when
+// rank 0 cannot have the output folder (here another process holds its lock), every rank ends
+// at once with rank 0's reason -- rank 1 used to wait for rank 0 until the timeout.
+TEST(DataParallelE2E, ARefusedOutputFolderEndsEveryLaunchedRankWithTheReason) {
+  LOOM_REQUIRE_GLOO();
+  auto dir = fresh_dir("dp-refused");
+  // (distributed_timeout_s = 60: a rank left waiting would end with a timeout message.)
+  write_file(dir / "cfg.toml", causal_config(dir / "out", 2));
+  RunFolderLock held(dir / "out");
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const int port = ntohs(addr.sin_port);
+  close(fd);  // free again for rank 0's store
+  auto rank = [&](int r) {
+    return "RANK=" + std::to_string(r) + " WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" +
+           std::to_string(port) + " OMP_NUM_THREADS=1 " + shell_quote(LOOM_TRAINER_BIN) + " --config " +
+           shell_quote((dir / "cfg.toml").string()) + " --no-progress";
+  };
+  const fs::path r1_log = dir / "rank1.log";
+  auto r0 = run_command("(" + rank(1) + " > " + shell_quote(r1_log.string()) + " 2>&1; echo \"rank1 exit $?\" >> " +
+                        shell_quote(r1_log.string()) + ") & " + rank(0) + " 2>&1; s=$?; wait; exit $s");
+  const std::string r1 = read_file(r1_log);
+  EXPECT_EQ(r0.exit_code, 1) << r0.output;
+  EXPECT_NE(r0.output.find("is in use by another trainer (pid " + std::to_string(::getpid()) + ")"), std::string::npos)
+      << r0.output;
+  EXPECT_NE(r1.find("rank 0 refused the output folder: "), std::string::npos) << r1;
+  EXPECT_NE(r1.find("is in use by another trainer"), std::string::npos) << r1;
+  EXPECT_NE(r1.find("rank1 exit 1"), std::string::npos) << r1;
+  EXPECT_EQ(r1.find("did not arrive"), std::string::npos) << r1;
+  EXPECT_FALSE(fs::exists(dir / "out" / "metrics.jsonl"));
 }
 
 TEST(DataParallelE2E, NprocInsideALaunchedRankIsRefused) {

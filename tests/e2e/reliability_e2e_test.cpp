@@ -4,6 +4,8 @@
 
 #include <unistd.h>
 
+#include <csignal>
+
 #include "e2e/tiny_run.hpp"
 #include "train/run_folder.hpp"
 
@@ -96,6 +98,75 @@ TEST(ReliabilityE2E, ResumeFallsBackFromADamagedCheckpoint) {
   EXPECT_NE(r.output.find("--resume: skipping checkpoint-4: "), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("resuming from " + (dir / "out" / "checkpoint-2").string()), std::string::npos) << r.output;
   // The history up to step 2 is kept and steps 3-6 are logged again, once each.
+  std::vector<std::int64_t> steps;
+  for (const auto& m : read_metrics(dir / "out"))
+    if (m.contains("train/loss")) steps.push_back(m["step"].get<std::int64_t>());
+  EXPECT_EQ(steps, (std::vector<std::int64_t>{1, 2, 3, 4, 5, 6}));
+}
+
+// The trainer with LOOM_CRASH_AT=<point> (host/io/durable_file.hpp): it kills itself with
+// SIGKILL at that point, as a `kill -9` at the worst moment would.
+ProcessResult train_killed_at(const std::string& point, const fs::path& cfg, std::vector<std::string> extra,
+                              const std::string& env = "") {
+  std::string cmd = "LOOM_CRASH_AT=" + shell_quote(point) + " " + env + " OMP_NUM_THREADS=1 " +
+                    shell_quote(LOOM_TRAINER_BIN) + " --config " + shell_quote(cfg.string()) + " --no-progress";
+  for (const auto& a : extra) cmd += " " + shell_quote(a);
+  return run_command(cmd);
+}
+bool was_killed(const ProcessResult& r) { return r.signal == SIGKILL || r.exit_code == 128 + SIGKILL; }
+
+// D1: --resume cuts metrics.jsonl back to the checkpoint's step. Killed at the worst moment
+// (the cut copy complete, not yet in place) the file still holds the whole history; the next
+// --resume cuts it and logs the steps again, once each. (The file used to be truncated first
+// and rewritten: a kill in between left it empty.)
+TEST(ReliabilityE2E, AKillWhileResumeCutsTheMetricsLosesNoHistory) {
+  auto dir = fresh_dir("rel-kill-metrics");
+  write_file(dir / "c.toml", tiny_config(dir / "out", 4, "save_steps = 2\n"));
+  ASSERT_EQ(train(dir / "c.toml").exit_code, 0);
+  const std::string history = read_file(dir / "out" / "metrics.jsonl");
+  const std::string ckpt2 = (dir / "out" / "checkpoint-2").string();
+  auto killed = train_killed_at("write:metrics.jsonl", dir / "c.toml", {"--resume", ckpt2});
+  ASSERT_TRUE(was_killed(killed)) << killed.output;
+  EXPECT_EQ(read_file(dir / "out" / "metrics.jsonl"), history);
+  auto r = train(dir / "c.toml", {"--resume", ckpt2});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::vector<std::int64_t> steps;
+  for (const auto& m : read_metrics(dir / "out"))
+    if (m.contains("train/loss")) steps.push_back(m["step"].get<std::int64_t>());
+  EXPECT_EQ(steps, (std::vector<std::int64_t>{1, 2, 3, 4}));
+}
+
+// D2: re-saving the checkpoint a run resumed from (a finished run resumed: its last step is
+// saved again) never deletes it before the new one is in place. Killed just before the swap,
+// just after it, and -- on the fallback for filesystems without an atomic exchange -- with the
+// old folder moved aside: each time, with save_total_limit = 1 (no older checkpoint to fall
+// back to), --resume finds checkpoint-4 and the run goes on to the same end.
+TEST(ReliabilityE2E, AKillWhileReSavingACheckpointLosesNothing) {
+  auto dir = fresh_dir("rel-kill-resave");
+  write_file(dir / "c.toml", tiny_config(dir / "out", 4, "save_steps = 2\nsave_total_limit = 1\n"));
+  ASSERT_EQ(train(dir / "c.toml").exit_code, 0);
+  ASSERT_FALSE(fs::exists(dir / "out" / "checkpoint-2"));
+  const std::string ckpt4 = (dir / "out" / "checkpoint-4").string();
+  const std::string model_bytes = read_file(dir / "out" / "checkpoint-4" / "model.safetensors");
+  const std::vector<std::pair<std::string, std::string>> points = {
+      {"replace:checkpoint-4", ""},
+      {"replaced:checkpoint-4", ""},
+      {"replace:checkpoint-4", "LOOM_TEST_NO_RENAME_EXCHANGE=1"},
+      {"aside:checkpoint-4", "LOOM_TEST_NO_RENAME_EXCHANGE=1"},
+      {"replaced:checkpoint-4", "LOOM_TEST_NO_RENAME_EXCHANGE=1"}};
+  for (const auto& [point, env] : points) {
+    SCOPED_TRACE(point + " " + env);
+    auto killed = train_killed_at(point, dir / "c.toml", {"--resume"}, env);
+    ASSERT_TRUE(was_killed(killed)) << killed.output;
+    auto again = train(dir / "c.toml", {"--resume"});
+    ASSERT_EQ(again.exit_code, 0) << again.output;
+    EXPECT_NE(again.output.find("resuming from " + ckpt4), std::string::npos) << again.output;
+    EXPECT_EQ(read_file(dir / "out" / "checkpoint-4" / "model.safetensors"), model_bytes);
+    EXPECT_FALSE(fs::exists(ckpt4 + ".tmp"));
+    EXPECT_FALSE(fs::exists(ckpt4 + ".old"));
+  }
+  auto longer = train(dir / "c.toml", {"--resume", "--set", "max_steps=6"});
+  ASSERT_EQ(longer.exit_code, 0) << longer.output;
   std::vector<std::int64_t> steps;
   for (const auto& m : read_metrics(dir / "out"))
     if (m.contains("train/loss")) steps.push_back(m["step"].get<std::int64_t>());
