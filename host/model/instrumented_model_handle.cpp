@@ -16,6 +16,32 @@ sdk::ModelOutput InstrumentedModelHandle::forward(const at::Tensor& input_ids,
   sdk::ModelOutput out = inner_.forward(input_ids, position_ids, segment_ids, attention);
   forward_s += since(t0);
   ++forward_calls;
+  return timed_projection(std::move(out));
+}
+
+std::unique_ptr<sdk::KeyValueCache> InstrumentedModelHandle::forward_caching(
+    const at::Tensor& input_ids, const at::Tensor& position_ids, const at::Tensor& segment_ids,
+    sdk::ModelOutput* out) {
+  const auto t0 = Clock::now();
+  auto cache = inner_.forward_caching(input_ids, position_ids, segment_ids, out);
+  if (!cache) return cache;  // no cache: nothing ran, `out` untouched
+  forward_s += since(t0);
+  ++forward_calls;
+  if (out) *out = timed_projection(std::move(*out));
+  return cache;
+}
+
+sdk::ModelOutput InstrumentedModelHandle::forward_cached(sdk::KeyValueCache& cache,
+                                                         const at::Tensor& input_ids,
+                                                         const at::Tensor& positions) {
+  const auto t0 = Clock::now();
+  sdk::ModelOutput out = inner_.forward_cached(cache, input_ids, positions);
+  forward_s += since(t0);
+  ++forward_calls;
+  return timed_projection(std::move(out));
+}
+
+sdk::ModelOutput InstrumentedModelHandle::timed_projection(sdk::ModelOutput out) {
   auto project = out.project;
   out.project = [this, project](const at::Tensor& h) {
     const auto t = Clock::now();

@@ -40,6 +40,13 @@ class InstrumentedModelHandle : public sdk::ModelHandle {
   std::map<std::string, at::Tensor> load_tensors(const std::string& file) override {
     return inner_.load_tensors(file);
   }
+  // Both count as forward calls and are timed with forward_s.
+  std::unique_ptr<sdk::KeyValueCache> forward_caching(const at::Tensor& input_ids,
+                                                      const at::Tensor& position_ids,
+                                                      const at::Tensor& segment_ids,
+                                                      sdk::ModelOutput* out) override;
+  sdk::ModelOutput forward_cached(sdk::KeyValueCache& cache, const at::Tensor& input_ids,
+                                  const at::Tensor& positions) override;
 
   // Totals since construction. Wall-clock seconds; with CUDA they include only what the host
   // waited for.
@@ -48,6 +55,9 @@ class InstrumentedModelHandle : public sdk::ModelHandle {
   std::int64_t forward_calls = 0;
 
  private:
+  // `out` with its project() timed into projection_s.
+  sdk::ModelOutput timed_projection(sdk::ModelOutput out);
+
   sdk::ModelHandle& inner_;
 };
 

@@ -34,7 +34,7 @@ torch::Tensor rotate_half(const torch::Tensor& x) {
 }
 
 torch::Tensor apply_rope(const torch::Tensor& x, const LayerInputs& in) {
-  return x * in.cos + rotate_half(x) * in.sin;
+  return apply_rotary(x, in.cos, in.sin);
 }
 
 // [B, S, KV, D] -> [B, S, H, D] by repeating each key/value head for its query group.
@@ -45,6 +45,10 @@ torch::Tensor repeat_kv(const torch::Tensor& x, std::int64_t rep) {
 }
 
 }  // namespace
+
+torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  return x * cos + rotate_half(x) * sin;
+}
 
 AttentionImpl::AttentionImpl(const ModelConfig& c)
     : heads_(c.num_attention_heads), kv_heads_(c.num_key_value_heads), head_dim_(c.head_dim()) {
@@ -57,11 +61,18 @@ AttentionImpl::AttentionImpl(const ModelConfig& c)
   o_proj = register_module("o_proj", lin(heads_ * head_dim_, c.hidden_size));
 }
 
-torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const LayerInputs& in) {
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const LayerInputs& in, LayerKeyValues* kv) {
   const auto B = x.size(0), S = x.size(1);
   // One matrix product for q, k and v (the parameters stay separate, as transformers names
   // them; backward splits the gradient of the concatenation).
   auto qkv = F::linear(x, torch::cat({q_proj->weight, k_proj->weight, v_proj->weight}, 0));
+  if (kv) {
+    // For a cache; the fused kernel rotates its keys internally, so they are made again here.
+    auto k = qkv.narrow(2, heads_ * head_dim_, kv_heads_ * head_dim_).view({B, S, kv_heads_, head_dim_});
+    auto v = qkv.narrow(2, (heads_ + kv_heads_) * head_dim_, kv_heads_ * head_dim_).view({B, S, kv_heads_, head_dim_});
+    kv->keys = apply_rope(k, in).to(qkv.scalar_type()).transpose(1, 2).contiguous();  // [B, KV, S, D]
+    kv->values = v.transpose(1, 2).contiguous();
+  }
   if (in.kernel == AttentionKernel::FusedCpu && qkv.scalar_type() != torch::kHalf) {
     return o_proj(fused_rope_attention(qkv, in.cos, in.sin, in.bias, in.causal,
                                        AttentionDims{heads_, kv_heads_, head_dim_}));
@@ -134,6 +145,11 @@ torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
   return down_proj(swiglu(gate_up));
 }
 
+torch::Tensor MlpImpl::forward_few_rows(const torch::Tensor& x) {
+  auto gate_up = torch::cat({F::linear(x, gate_proj->weight), F::linear(x, up_proj->weight)}, -1);
+  return down_proj(swiglu(gate_up));
+}
+
 DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c) {
   input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
   self_attn = register_module("self_attn", Attention(c));
@@ -142,8 +158,8 @@ DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c) {
   mlp = register_module("mlp", Mlp(c));
 }
 
-torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const LayerInputs& in) {
-  auto h = x + self_attn(input_layernorm(x), in);
+torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const LayerInputs& in, LayerKeyValues* kv) {
+  auto h = x + self_attn->forward(input_layernorm(x), in, kv);
   return h + mlp(post_attention_layernorm(h));
 }
 
@@ -227,6 +243,13 @@ void LlamaForCausalLMImpl::build_rope_tables() {
   auto emb = torch::cat({freqs, freqs}, -1);  // [max_pos, D]
   rope_cos_ = emb.cos().to(torch::kFloat);
   rope_sin_ = emb.sin().to(torch::kFloat);
+}
+
+void LlamaForCausalLMImpl::move_rope_tables(const at::Device& device) {
+  if (rope_cos_.device() != device) {
+    rope_cos_ = rope_cos_.to(device);
+    rope_sin_ = rope_sin_.to(device);
+  }
 }
 
 void LlamaForCausalLMImpl::reset_parameters(std::uint64_t seed) {
@@ -336,7 +359,8 @@ AttentionKernel resolve_attention_kernel(AttentionKernel requested, const at::De
 torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& input_ids,
                                             const torch::Tensor& position_ids,
                                             const torch::Tensor& segment_ids,
-                                            const sdk::AttentionSpec& attention) {
+                                            const sdk::AttentionSpec& attention,
+                                            std::vector<LayerKeyValues>* kv) {
   const auto B = input_ids.size(0), S = input_ids.size(1);
   auto pos = position_ids.defined()
                  ? position_ids
@@ -346,10 +370,7 @@ torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& input_ids,
   if (S > config_.max_position_embeddings || pos.max().item<std::int64_t>() >= config_.max_position_embeddings)
     throw UserError("sequence of " + std::to_string(S) + " tokens exceeds max_position_embeddings (" +
                     std::to_string(config_.max_position_embeddings) + ")");
-  if (rope_cos_.device() != input_ids.device()) {
-    rope_cos_ = rope_cos_.to(input_ids.device());
-    rope_sin_ = rope_sin_.to(input_ids.device());
-  }
+  move_rope_tables(input_ids.device());
   LayerInputs in;
   auto flat = pos.reshape({-1});
   in.cos = rope_cos_.index_select(0, flat).view({B, S, 1, -1});
@@ -369,9 +390,13 @@ torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& input_ids,
   // The reentrant checkpoint only has a backward when its input requires grad (not so with a
   // frozen embedding): then the layers run normally.
   const bool checkpoint = checkpointing_ && is_training() && torch::GradMode::is_enabled() &&
-                          h.requires_grad();
-  for (auto& layer : model->layers) {
-    if (checkpoint) {
+                          h.requires_grad() && !kv;
+  if (kv) kv->assign(model->layers.size(), {});
+  for (std::size_t l = 0; l < model->layers.size(); ++l) {
+    auto& layer = model->layers[l];
+    if (kv) {
+      h = layer->forward(h, in, &(*kv)[l]);
+    } else if (checkpoint) {
       h = CheckpointedLayer::apply(h, reinterpret_cast<std::int64_t>(&in),
                                    reinterpret_cast<std::int64_t>(layer.get()));
     } else {

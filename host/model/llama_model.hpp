@@ -13,6 +13,8 @@
 
 namespace loom {
 
+class LlamaKeyValueCache;
+
 class RMSNormImpl : public torch::nn::Module {
  public:
   RMSNormImpl(std::int64_t dim, double eps);
@@ -55,10 +57,32 @@ struct LayerInputs {
   AttentionKernel kernel = AttentionKernel::Composite;  // resolved: never Auto
 };
 
+// One layer's keys (after RoPE) and values from a forward pass, for a key/value cache:
+// [B, KV, S, D] each, contiguous, in the pass's dtype.
+struct LayerKeyValues {
+  torch::Tensor keys, values;
+};
+
+// Inputs of a cached pass over one row's queries (n of them), shared by all layers.
+struct CachedRowInputs {
+  torch::Tensor cos, sin;  // [n, 1, D] rotary tables at the queries' position ids
+  torch::Tensor slots;     // [n] int64: the queries' positions in the cached row
+  std::int64_t key_begin = 0, key_count = 0;  // the keys the queries may see
+  torch::Tensor bias;  // [n, key_count] additive mask (0 / -inf) in the math dtype, or undefined
+};
+
+// x * cos + rotate_half(x) * sin: rotary embedding with tables broadcast against x.
+torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+
 class AttentionImpl : public torch::nn::Module {
  public:
   explicit AttentionImpl(const ModelConfig& c);
-  torch::Tensor forward(const torch::Tensor& x, const LayerInputs& in);  // [B, S, H]
+  // [B, S, H]. With `kv`, also this layer's keys and values.
+  torch::Tensor forward(const torch::Tensor& x, const LayerInputs& in, LayerKeyValues* kv = nullptr);
+  // x [n, H]: one row's queries. Writes their keys and values into the row's cache (keys,
+  // values: [KV, S, D]) at in.slots, then attends to the row's cached keys. Returns [n, H].
+  torch::Tensor forward_cached(const torch::Tensor& x, const CachedRowInputs& in,
+                               const torch::Tensor& keys, const torch::Tensor& values);
 
  private:
   std::int64_t heads_, kv_heads_, head_dim_;
@@ -70,6 +94,9 @@ class MlpImpl : public torch::nn::Module {
  public:
   explicit MlpImpl(const ModelConfig& c);
   torch::Tensor forward(const torch::Tensor& x);
+  // The same for few rows: two products instead of concatenating the weights first (whose
+  // copy would cost more than the products).
+  torch::Tensor forward_few_rows(const torch::Tensor& x);
 
  private:
   torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
@@ -79,7 +106,10 @@ TORCH_MODULE(Mlp);
 class DecoderLayerImpl : public torch::nn::Module {
  public:
   explicit DecoderLayerImpl(const ModelConfig& c);
-  torch::Tensor forward(const torch::Tensor& x, const LayerInputs& in);
+  torch::Tensor forward(const torch::Tensor& x, const LayerInputs& in, LayerKeyValues* kv = nullptr);
+  // One row's queries x [n, H] over the row's cached keys and values (AttentionImpl).
+  torch::Tensor forward_cached(const torch::Tensor& x, const CachedRowInputs& in,
+                               const torch::Tensor& keys, const torch::Tensor& values);
 
  private:
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
@@ -103,8 +133,25 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
 
   // input_ids [B, S]; position_ids [B, S] or undefined (0..S-1); segment_ids [B, S] or
   // undefined (one segment, no padding). Returns final hidden states [B, S, H].
+  // With `kv`, also every layer's keys and values (one entry per layer).
   torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& position_ids,
-                        const torch::Tensor& segment_ids, const sdk::AttentionSpec& attention);
+                        const torch::Tensor& segment_ids, const sdk::AttentionSpec& attention,
+                        std::vector<LayerKeyValues>* kv = nullptr);
+
+  // Key/value caching for masked-diffusion sampling (sdk::ModelHandle::forward_caching and
+  // forward_cached; model/llama_model_cached.cpp). Both run without autograd.
+  //
+  // forward(..., bidirectional) that fills `cache` (made for these inputs' B, S, position and
+  // segment ids). Each row runs alone, on the span from its first to its last non-padding
+  // token (padding outside it runs as one-token sequences, as forward's mask has it), so a
+  // row's hidden states and cache do not depend on the other rows or on its padding.
+  torch::Tensor forward_caching(const torch::Tensor& input_ids, const torch::Tensor& position_ids,
+                                const torch::Tensor& segment_ids, LlamaKeyValueCache& cache);
+  // input_ids, positions: [B, Q] (positions index the cached rows, -1 = unused slot).
+  // Returns hidden [B, Q, H], zeros at unused slots. Rows run independently (in parallel on
+  // the CPU), each over only the keys its queries may see. std::invalid_argument on bad input.
+  torch::Tensor forward_cached(LlamaKeyValueCache& cache, const torch::Tensor& input_ids,
+                               const torch::Tensor& positions);
   // Hidden states [..., H] -> vocabulary logits [..., V].
   torch::Tensor project(const torch::Tensor& hidden) const;
   torch::Tensor output_weight() const;  // lm_head.weight, or the embedding when tied
@@ -127,6 +174,10 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
 
  private:
   void build_rope_tables();
+  void move_rope_tables(const at::Device& device);
+  // One row of forward_cached: tokens [n] at in.slots of cache row `row`. Returns [n, H].
+  torch::Tensor forward_cached_row(LlamaKeyValueCache& cache, std::int64_t row,
+                                   const torch::Tensor& tokens, const CachedRowInputs& in);
 
   ModelConfig config_;
   bool checkpointing_ = false;

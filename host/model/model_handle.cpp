@@ -1,25 +1,66 @@
 #include "model/model_handle.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <filesystem>
+#include <stdexcept>
 
 #include "errors.hpp"
 #include "io/tensor_io.hpp"
 #include "model/fused_cross_entropy.hpp"
+#include "model/kv_cache.hpp"
 
 namespace loom {
+namespace {
 
-sdk::ModelOutput LlamaModelHandle::forward(const at::Tensor& input_ids,
-                                           const at::Tensor& position_ids,
-                                           const at::Tensor& segment_ids,
-                                           const sdk::AttentionSpec& attention) {
+std::uint64_t next_handle_id() {
+  static std::atomic<std::uint64_t> next{1};
+  return next++;
+}
+
+}  // namespace
+
+LlamaModelHandle::LlamaModelHandle(LlamaForCausalLM model)
+    : model_(std::move(model)), id_(next_handle_id()) {}
+
+sdk::ModelOutput LlamaModelHandle::output(at::Tensor hidden) {
   sdk::ModelOutput out;
-  out.hidden = model_->forward(input_ids, position_ids, segment_ids, attention);
+  out.hidden = std::move(hidden);
   out.project = [this](const at::Tensor& h) {
     projected_rows_ += h.numel() / std::max<std::int64_t>(1, h.size(-1));
     return model_->project(h);
   };
   return out;
+}
+
+sdk::ModelOutput LlamaModelHandle::forward(const at::Tensor& input_ids,
+                                           const at::Tensor& position_ids,
+                                           const at::Tensor& segment_ids,
+                                           const sdk::AttentionSpec& attention) {
+  return output(model_->forward(input_ids, position_ids, segment_ids, attention));
+}
+
+std::unique_ptr<sdk::KeyValueCache> LlamaModelHandle::forward_caching(const at::Tensor& input_ids,
+                                                                      const at::Tensor& position_ids,
+                                                                      const at::Tensor& segment_ids,
+                                                                      sdk::ModelOutput* out) {
+  if (input_ids.dim() != 2)
+    throw std::invalid_argument("forward_caching: input_ids must be [B, S], got " +
+                                c10::str(input_ids.sizes()));
+  auto cache = std::make_unique<LlamaKeyValueCache>(id_, input_ids.size(0), input_ids.size(1),
+                                                    position_ids, segment_ids);
+  auto hidden = model_->forward_caching(input_ids, position_ids, segment_ids, *cache);
+  if (out) *out = output(std::move(hidden));
+  return cache;
+}
+
+sdk::ModelOutput LlamaModelHandle::forward_cached(sdk::KeyValueCache& cache,
+                                                  const at::Tensor& input_ids,
+                                                  const at::Tensor& positions) {
+  auto* own = dynamic_cast<LlamaKeyValueCache*>(&cache);
+  if (!own || own->owner() != id_)
+    throw std::invalid_argument("forward_cached: the cache was made by another model handle");
+  return output(model_->forward_cached(*own, input_ids, positions));
 }
 
 at::Tensor LlamaModelHandle::cross_entropy(const at::Tensor& hidden, const at::Tensor& targets,

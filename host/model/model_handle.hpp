@@ -8,7 +8,7 @@ namespace loom {
 
 class LlamaModelHandle : public sdk::ModelHandle {
  public:
-  explicit LlamaModelHandle(LlamaForCausalLM model) : model_(std::move(model)) {}
+  explicit LlamaModelHandle(LlamaForCausalLM model);
 
   std::int64_t vocab_size() const override { return model_->config().vocab_size; }
   std::int64_t hidden_size() const override { return model_->config().hidden_size; }
@@ -32,6 +32,15 @@ class LlamaModelHandle : public sdk::ModelHandle {
   void save_tensors(const std::string& file,
                     const std::vector<std::pair<std::string, at::Tensor>>& tensors) override;
   std::map<std::string, at::Tensor> load_tensors(const std::string& file) override;
+  // SDK 1.3: LlamaForCausalLM::forward_caching / forward_cached over a LlamaKeyValueCache
+  // (model/kv_cache.hpp); no autograd graph is built. forward_cached refuses a cache another
+  // handle made.
+  std::unique_ptr<sdk::KeyValueCache> forward_caching(const at::Tensor& input_ids,
+                                                      const at::Tensor& position_ids,
+                                                      const at::Tensor& segment_ids,
+                                                      sdk::ModelOutput* out) override;
+  sdk::ModelOutput forward_cached(sdk::KeyValueCache& cache, const at::Tensor& input_ids,
+                                  const at::Tensor& positions) override;
 
   LlamaForCausalLM& model() { return model_; }
   // Hidden rows sent through the output matrix so far (project() and cross_entropy()):
@@ -39,8 +48,13 @@ class LlamaModelHandle : public sdk::ModelHandle {
   std::int64_t projected_rows() const { return projected_rows_; }
 
  private:
+  // Hidden states with this handle's project().
+  sdk::ModelOutput output(at::Tensor hidden);
+
   LlamaForCausalLM model_;
   std::int64_t projected_rows_ = 0;
+  // Tells this handle's caches from others' (an address could be reused by a later handle).
+  std::uint64_t id_;
 };
 
 }  // namespace loom

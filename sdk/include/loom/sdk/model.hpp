@@ -8,6 +8,7 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -43,6 +44,18 @@ struct ModelOutput {
   // Logits at the positions where `where` ([B, S] bool) is true, in row-major order: [N, V].
   at::Tensor logits_where(const at::Tensor& where) const;
 };
+
+#if LOOM_SDK_TARGET_MINOR >= 3
+// SDK 1.3. Every layer's keys and values from one bidirectional forward pass
+// (ModelHandle::forward_caching), kept so that later passes recompute only some positions
+// (ModelHandle::forward_cached). Made, held and updated by the host; plugins only hold it.
+class KeyValueCache {
+ public:
+  virtual ~KeyValueCache() = default;
+  virtual std::int64_t batch_size() const = 0;
+  virtual std::int64_t sequence_length() const = 0;
+};
+#endif
 
 // Host-side model operations that plugins may call (on_model_loaded, sampling).
 class ModelHandle {
@@ -102,6 +115,32 @@ class ModelHandle {
   // on_load what on_save wrote. Throws with the file's name when it is missing or malformed.
   virtual std::map<std::string, at::Tensor> load_tensors(const std::string& /*file*/) {
     throw std::logic_error("this model handle cannot read tensor files");
+  }
+#endif
+#if LOOM_SDK_TARGET_MINOR >= 3
+  // SDK 1.3. forward(input_ids, position_ids, segment_ids, AttentionSpec::bidirectional())
+  // that also keeps every layer's keys and values, for forward_cached. `*out` receives the
+  // forward's output. A handle without a cache returns nullptr (and leaves *out alone): call
+  // forward() then.
+  virtual std::unique_ptr<KeyValueCache> forward_caching(const at::Tensor& /*input_ids*/,
+                                                         const at::Tensor& /*position_ids*/,
+                                                         const at::Tensor& /*segment_ids*/,
+                                                         ModelOutput* /*out*/) {
+    return nullptr;
+  }
+  // SDK 1.3. Runs only the positions `positions` ([B, Q] int64, indexes into the cached rows;
+  // -1 marks an unused slot, for rows with fewer positions) holding the tokens `input_ids`
+  // ([B, Q]). In every layer, their keys and values are computed and written into `cache` at
+  // those positions, and their queries attend bidirectionally to all of their row's cached
+  // keys (segments and padding as in the pass that made the cache). Returns hidden [B, Q, H]
+  // (unused slots hold unspecified values) and project.
+  // Exact (equal to forward() at those positions, to float tolerance) when no token changed
+  // since the cache was made. When tokens changed, the other positions' keys and values in
+  // every layer above the embedding are those of the pass that made the cache -- the
+  // approximation of Fast-dLLM's prefix and dual caches.
+  virtual ModelOutput forward_cached(KeyValueCache& /*cache*/, const at::Tensor& /*input_ids*/,
+                                     const at::Tensor& /*positions*/) {
+    throw std::logic_error("this model handle has no key/value cache");
   }
 #endif
 };

@@ -20,7 +20,7 @@
 #pragma once
 
 #define LOOM_SDK_ABI_MAJOR 1
-#define LOOM_SDK_ABI_MINOR 2
+#define LOOM_SDK_ABI_MINOR 3
 
 #ifndef LOOM_SDK_TARGET_MINOR
 #define LOOM_SDK_TARGET_MINOR LOOM_SDK_ABI_MINOR
@@ -37,4 +37,6 @@ inline constexpr int kMinorCrossEntropy = 1;  // ModelHandle::cross_entropy, Ste
 inline constexpr int kMinorControlAndLoad = 2;  // Plugin::on_load, TrainerState::should_*,
                                                 // ModelHandle::named_parameters/tensor files,
                                                 // cross_entropy with excluded ids, PluginAbi::compiler
+inline constexpr int kMinorCachedSampling = 3;  // KeyValueCache, ModelHandle::forward_caching/
+                                                // forward_cached, Plugin::generate_batch
 }  // namespace loom::sdk
