@@ -14,7 +14,6 @@ using sdk::ConfigValue;
 
 namespace {
 
-
 std::vector<ConfigKey> build_schema() {
   using sdk::key_bool;
   using sdk::key_float;
@@ -51,8 +50,30 @@ std::vector<ConfigKey> build_schema() {
       key_int("block_length", std::nullopt,
               "semi-autoregressive block length in masked tokens; unset: one block", 1, 1e9),
       key_string("remasking", "low_confidence",
-                 "which predictions a reverse step keeps: most confident or random",
-                 {"low_confidence", "random"}),
+                 "which predictions a reverse step keeps: highest probability (low_confidence), "
+                 "random, lowest entropy (entropy) or largest top-1 minus top-2 probability "
+                 "(margin)",
+                 {"low_confidence", "random", "entropy", "margin"}),
+      key_float("threshold", std::nullopt,
+                "parallel decoding: each step reveals every masked position of the block whose "
+                "confidence is >= threshold (at least one); unset: LLaDA's fixed schedule",
+                0.0, 1.0),
+      key_float("factor", std::nullopt,
+                "parallel decoding (Fast-dLLM's dynamic rule): reveal the top n while the n-th "
+                "confidence is >= 1 - factor / (n + 1) (at least one); unset: fixed schedule",
+                0.0),
+      key_string("cache", "none",
+                 "key/value cache while sampling: none, prefix (positions before the block "
+                 "computed once per block) or dual (every position outside the block)",
+                 {"none", "prefix", "dual"}),
+      key_int("top_k", 0, "sample only among the k most likely tokens (0 = off)", 0, 1e9),
+      key_float("top_p", 1.0, "sample only within the top-p nucleus, in (0, 1] (1 = off)", 0.0,
+                1.0),
+      key_bool("stop_at_eos", false,
+               "a sequence ends once an EOS is revealed with everything before it revealed: "
+               "the rest becomes EOS and costs no more forward passes"),
+      key_bool("suppress_eos", false,
+               "never generate EOS (its logit is -inf; for answers of a fixed length)"),
       key_float("cfg_scale", 0.0,
                 "classifier-free guidance scale (0 = off; unconditional pass masks the prompt)",
                 0.0, 1000.0),
@@ -108,8 +129,22 @@ DiffusionConfig parse_diffusion_config(const ConfigSection& section) {
   c.mask_token_str = get_s("mask_token_str");
   c.num_diffusion_steps = get_i("num_diffusion_steps");
   if (auto v = get("block_length")) c.block_length = std::get<std::int64_t>(*v);
-  c.remasking = get_s("remasking") == "random" ? Remasking::Random : Remasking::LowConfidence;
+  const std::string remasking = get_s("remasking");
+  c.remasking = remasking == "random"    ? Remasking::Random
+                : remasking == "entropy" ? Remasking::Entropy
+                : remasking == "margin"  ? Remasking::Margin
+                                         : Remasking::LowConfidence;
   c.cfg_scale = get_f("cfg_scale");
+  if (auto v = get("threshold")) c.threshold = std::get<double>(*v);
+  if (auto v = get("factor")) c.factor = std::get<double>(*v);
+  const std::string cache = get_s("cache");
+  c.cache = cache == "prefix" ? CacheMode::Prefix
+            : cache == "dual" ? CacheMode::Dual
+                              : CacheMode::None;
+  c.top_k = get_i("top_k");
+  c.top_p = get_f("top_p");
+  c.stop_at_eos = get_b("stop_at_eos");
+  c.suppress_eos = get_b("suppress_eos");
   c.generate_samples = get_b("generate_samples");
   c.generation_interval = get_i("generation_interval");
   c.num_generation_samples = get_i("num_generation_samples");
@@ -125,6 +160,33 @@ DiffusionConfig parse_diffusion_config(const ConfigSection& section) {
   }
   if (c.max_mask_ratio <= 0.0)
     fail("max_mask_ratio", "= 0 would never mask a token; use a value in (0, 1]");
+  if (c.threshold && !(*c.threshold > 0.0 && *c.threshold <= 1.0)) {
+    std::ostringstream os;
+    os << "= " << *c.threshold << " must be in (0, 1]";
+    fail("threshold", os.str());
+  }
+  if (c.factor && !(*c.factor > 0.0)) {
+    std::ostringstream os;
+    os << "= " << *c.factor << " must be > 0";
+    fail("factor", os.str());
+  }
+  if (c.threshold && c.factor)
+    fail("threshold", "and factor are both set: they are two rules for the same choice, set one");
+  // Both rules compare a confidence with a probability: random draws and negative entropies
+  // are no such thing.
+  if ((c.threshold || c.factor) &&
+      (c.remasking == Remasking::Random || c.remasking == Remasking::Entropy))
+    fail("remasking", std::string("= \"") + to_string(c.remasking) + "\" cannot be used with " +
+                          (c.threshold ? "threshold" : "factor") +
+                          ", which compare a probability: use low_confidence or margin");
+  if (!(c.top_p > 0.0 && c.top_p <= 1.0)) {
+    std::ostringstream os;
+    os << "= " << c.top_p << " must be in (0, 1]";
+    fail("top_p", os.str());
+  }
+  if (c.top_k < 0) fail("top_k", "= " + std::to_string(c.top_k) + " must be >= 0 (0 = off)");
+  if (c.stop_at_eos && c.suppress_eos)
+    fail("stop_at_eos", "and suppress_eos are both set: with EOS suppressed it never stops");
   if (c.mask_token_str.empty() && !c.mask_token_id)
     fail("mask_token_str", "is empty and mask_token_id is not set");
   return c;
@@ -138,7 +200,20 @@ const char* to_string(NoiseScheduleKind kind) {
   return kind == NoiseScheduleKind::Cosine ? "cosine" : "linear";
 }
 const char* to_string(Remasking remasking) {
-  return remasking == Remasking::Random ? "random" : "low_confidence";
+  switch (remasking) {
+    case Remasking::Random:
+      return "random";
+    case Remasking::Entropy:
+      return "entropy";
+    case Remasking::Margin:
+      return "margin";
+    case Remasking::LowConfidence:
+      break;
+  }
+  return "low_confidence";
+}
+const char* to_string(CacheMode cache) {
+  return cache == CacheMode::Prefix ? "prefix" : cache == CacheMode::Dual ? "dual" : "none";
 }
 const char* to_string(TSampling sampling) {
   return sampling == TSampling::Stratified ? "stratified" : "uniform";

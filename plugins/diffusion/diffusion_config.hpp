@@ -12,7 +12,13 @@
 namespace loom::diffusion {
 
 enum class NoiseScheduleKind { Linear, Cosine };
-enum class Remasking { LowConfidence, Random };
+// Which predictions a reverse step keeps: the highest confidence, where confidence is the
+// probability of the prediction (LowConfidence), a uniform draw (Random), the position's
+// negative entropy (Entropy) or its top-1 minus top-2 probability (Margin).
+enum class Remasking { LowConfidence, Random, Entropy, Margin };
+// Key/value cache while sampling (Fast-dLLM): None, Prefix (positions before the block are
+// cached once per block), Dual (every position outside the block is).
+enum class CacheMode { None, Prefix, Dual };
 enum class TSampling { Uniform, Stratified };
 
 struct DiffusionConfig {
@@ -35,6 +41,13 @@ struct DiffusionConfig {
   std::optional<std::int64_t> block_length;  // unset: the whole generated span is one block
   Remasking remasking = Remasking::LowConfidence;
   double cfg_scale = 0.0;
+  std::optional<double> threshold;  // parallel decoding: reveal every confidence >= threshold
+  std::optional<double> factor;     // parallel decoding: Fast-dLLM's dynamic rule
+  CacheMode cache = CacheMode::None;
+  std::int64_t top_k = 0;  // 0: off
+  double top_p = 1.0;      // 1: off
+  bool stop_at_eos = false;
+  bool suppress_eos = false;
   // sample generation during training
   bool generate_samples = true;
   std::int64_t generation_interval = 100;
@@ -58,5 +71,6 @@ bool resolve_logit_shift(const DiffusionConfig& config, const sdk::RunInfo& run)
 const char* to_string(NoiseScheduleKind kind);
 const char* to_string(Remasking remasking);
 const char* to_string(TSampling sampling);
+const char* to_string(CacheMode cache);
 
 }  // namespace loom::diffusion

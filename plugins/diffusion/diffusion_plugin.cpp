@@ -41,7 +41,8 @@ void DiffusionPlugin::on_model_loaded(sdk::ModelHandle& model, sdk::TokenizerHan
   fp.schedule = NoiseSchedule(config_);
   // eps floored for evaluation: with p down to 0 the 1/p weights are unbounded and the
   // estimate's variance with them (eps = 0 is allowed for training, not for the bound).
-  fp.eval_schedule = NoiseSchedule(NoiseScheduleKind::Linear, std::max(config_.eps, kEvalMinEps), 0.0, 1.0);
+  fp.eval_schedule =
+      NoiseSchedule(NoiseScheduleKind::Linear, std::max(config_.eps, kEvalMinEps), 0.0, 1.0);
   fp.t_sampling = config_.t_sampling;
   fp.random_length_prob = config_.random_length_prob;
   fp.logit_shift = logit_shift_;
@@ -89,15 +90,8 @@ int DiffusionPlugin::eval_repeats() const { return static_cast<int>(config_.eval
 
 void DiffusionPlugin::on_step_end(sdk::TrainerState& state) { generation_.on_step_end(state); }
 
-sdk::GenerateResult DiffusionPlugin::generate(sdk::ModelHandle& model,
-                                              sdk::TokenizerHandle& tokenizer,
-                                              const sdk::GenerateRequest& request, bool colour) {
-  require_model_loaded("generate");
-  if (mask_.added)
-    throw std::invalid_argument(
-        "[diffusion] mask_token_str: the checkpoint has no mask token ('" + config_.mask_token_str +
-        "' is not in its tokenizer and mask_token_id is not set); it was not trained with the "
-        "diffusion plugin, or set mask_token_id to the id it was trained with");
+std::vector<std::int64_t> DiffusionPlugin::start_sequence(
+    const sdk::GenerateRequest& request) const {
   if (request.complete_tokens < 0) throw std::invalid_argument("generate: --complete must be > 0");
   if (request.mask_ratio < 0 || request.mask_ratio > 1)
     throw std::invalid_argument("generate: --mask must be in (0, 1]");
@@ -129,27 +123,72 @@ sdk::GenerateResult DiffusionPlugin::generate(sdk::ModelHandle& model,
       start[static_cast<std::size_t>(candidates[i])] = mask_id;
   }
   start.insert(start.end(), static_cast<std::size_t>(request.complete_tokens), mask_id);
+  return start;
+}
 
-  SamplerOptions opt;
-  opt.steps = request.steps > 0 ? request.steps : config_.num_diffusion_steps;
-  opt.temperature = request.temperature > 0 ? request.temperature : config_.generation_temperature;
-  opt.block_length =
-      request.block_length > 0 ? request.block_length : config_.block_length.value_or(0);
-  opt.remasking = config_.remasking;
-  opt.cfg_scale = config_.cfg_scale;
-  opt.logit_shift = logit_shift_;
-  opt.mask_token_id = mask_id;
-  opt.seed = request.seed;
-  at::Tensor filled = ReverseSampler(opt).run(model, at::tensor(start, at::kLong)).contiguous();
+sdk::GenerateResult DiffusionPlugin::generate(sdk::ModelHandle& model,
+                                              sdk::TokenizerHandle& tokenizer,
+                                              const sdk::GenerateRequest& request, bool colour) {
+  // One path for one request and for many: a request alone is a batch of one.
+  return generate_batch(model, tokenizer, {request}, colour).at(0).result;
+}
 
-  sdk::GenerateResult result;
-  result.original = request.prompt_ids;
-  result.masked = start;
-  result.generated.assign(filled.data_ptr<std::int64_t>(),
-                          filled.data_ptr<std::int64_t>() + filled.numel());
-  SampleTokens tokens{result.original, result.masked, result.generated};
-  result.rendered = describe_sample(tokenizer, tokens, mask_id, colour).rendered;
-  return result;
+std::vector<sdk::GeneratedSequence> DiffusionPlugin::generate_batch(
+    sdk::ModelHandle& model, sdk::TokenizerHandle& tokenizer,
+    const std::vector<sdk::GenerateRequest>& requests, bool colour) {
+  require_model_loaded("generate");
+  if (mask_.added)
+    throw std::invalid_argument(
+        "[diffusion] mask_token_str: the checkpoint has no mask token ('" + config_.mask_token_str +
+        "' is not in its tokenizer and mask_token_id is not set); it was not trained with the "
+        "diffusion plugin, or set mask_token_id to the id it was trained with");
+  const std::int64_t eos = tokenizer.eos_id().value_or(-1);
+  if ((config_.stop_at_eos || config_.suppress_eos) && eos < 0)
+    throw std::invalid_argument(std::string("[diffusion] ") +
+                                (config_.stop_at_eos ? "stop_at_eos" : "suppress_eos") +
+                                ": the tokenizer has no EOS token");
+
+  std::vector<std::vector<std::int64_t>> starts;
+  std::vector<SamplerRow> rows;
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    const sdk::GenerateRequest& request = requests[i];
+    try {
+      starts.push_back(start_sequence(request));
+    } catch (const std::invalid_argument& e) {
+      if (requests.size() == 1) throw;
+      throw std::invalid_argument("request " + std::to_string(i + 1) + ": " + e.what());
+    }
+    SamplerRow row;
+    row.sequence = at::tensor(starts.back(), at::kLong);
+    row.steps = request.steps > 0 ? request.steps : config_.num_diffusion_steps;
+    row.temperature =
+        request.temperature > 0 ? request.temperature : config_.generation_temperature;
+    row.block_length =
+        request.block_length > 0 ? request.block_length : config_.block_length.value_or(0);
+    row.seed = request.seed;
+    rows.push_back(std::move(row));
+  }
+
+  SamplerOptions opt = sampler_options(config_, logit_shift_, mask_.id, eos);
+  std::vector<SamplerTrace> traces;
+  std::vector<at::Tensor> filled = ReverseSampler(opt).run_batch(model, rows, &traces);
+
+  std::vector<sdk::GeneratedSequence> out(requests.size());
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    sdk::GenerateResult& result = out[i].result;
+    at::Tensor f = filled[i].contiguous();
+    result.original = requests[i].prompt_ids;
+    result.masked = starts[i];
+    result.generated.assign(f.data_ptr<std::int64_t>(), f.data_ptr<std::int64_t>() + f.numel());
+    SampleTokens tokens{result.original, result.masked, result.generated};
+    result.rendered = describe_sample(tokenizer, tokens, mask_.id, colour).rendered;
+    // Generated positions, up to and including the EOS that ended the row.
+    const auto generated =
+        static_cast<std::int64_t>(std::count(result.masked.begin(), result.masked.end(), mask_.id));
+    out[i].new_tokens = traces[i].stopped_at >= 0 ? traces[i].stopped_at + 1 : generated;
+    out[i].forward_passes = traces[i].forward_passes;
+  }
+  return out;
 }
 
 }  // namespace loom::diffusion

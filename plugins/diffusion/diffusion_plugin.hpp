@@ -11,7 +11,10 @@
 //  loss             diffusion_loss (see diffusion_loss.hpp)
 //  eval_repeats     eval_mc_samples fixed-seed mask draws per eval batch
 //  on_step_end      sample generation every generation_interval steps on rank 0
-//  generate         `trainer generate`: completion (--complete N) or infilling (--mask R)
+//  generate         `trainer generate`: completion (--complete N) or infilling (--mask R);
+//                   generate_batch with one request
+//  generate_batch   several requests sampled as one batch (ReverseSampler::run_batch): each
+//                   row equals its request alone; completion and infilling requests mix
 #pragma once
 
 #include <optional>
@@ -47,6 +50,9 @@ class DiffusionPlugin final : public sdk::Plugin {
   bool provides_sampler() const override { return true; }
   sdk::GenerateResult generate(sdk::ModelHandle& model, sdk::TokenizerHandle& tokenizer,
                                const sdk::GenerateRequest& request, bool colour) override;
+  std::vector<sdk::GeneratedSequence> generate_batch(
+      sdk::ModelHandle& model, sdk::TokenizerHandle& tokenizer,
+      const std::vector<sdk::GenerateRequest>& requests, bool colour) override;
 
   // For tests and diagnostics.
   const DiffusionConfig& config() const { return config_; }
@@ -56,6 +62,9 @@ class DiffusionPlugin final : public sdk::Plugin {
 
  private:
   void require_model_loaded(const char* hook) const;
+  // The sequence a request starts from: the prompt (a share masked in mask mode) followed by
+  // complete_tokens mask tokens. Throws for a request that asks for nothing or for nonsense.
+  std::vector<std::int64_t> start_sequence(const sdk::GenerateRequest& request) const;
 
   DiffusionConfig config_;
   sdk::RunInfo run_;

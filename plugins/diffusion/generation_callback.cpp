@@ -112,14 +112,14 @@ SampleReport GenerationCallback::generate_one(sdk::ModelHandle& model,
   tokens.masked = doc.ids;
   for (auto s : chosen) tokens.masked[static_cast<std::size_t>(s)] = setup_.mask_token_id;
 
-  SamplerOptions opt;
+  // The [diffusion] sampling keys apply to training samples too.
+  SamplerOptions opt = sampler_options(setup_.config, setup_.logit_shift, setup_.mask_token_id,
+                                       tokenizer.eos_id().value_or(-1));
+  opt.stop_at_eos = opt.stop_at_eos && opt.eos_token_id >= 0;
+  opt.suppress_eos = opt.suppress_eos && opt.eos_token_id >= 0;
   opt.steps = setup_.config.generation_steps;
   opt.temperature = setup_.config.generation_temperature;
   opt.block_length = setup_.config.block_length.value_or(0);
-  opt.remasking = setup_.config.remasking;
-  opt.cfg_scale = setup_.config.cfg_scale;
-  opt.logit_shift = setup_.logit_shift;
-  opt.mask_token_id = setup_.mask_token_id;
   opt.seed = rng.bits(2);
   at::Tensor start = at::tensor(tokens.masked, at::kLong);
   at::Tensor out = ReverseSampler(opt).run(model, start).contiguous();

@@ -49,7 +49,14 @@ TEST(DiffusionConfig, SchemaDeclaresEveryKeyOfTheIssueWithHelp) {
                                           "cfg_scale",
                                           "t_sampling",
                                           "random_length_prob",
-                                          "eval_mc_samples"};
+                                          "eval_mc_samples",
+                                          "threshold",
+                                          "factor",
+                                          "cache",
+                                          "top_k",
+                                          "top_p",
+                                          "stop_at_eos",
+                                          "suppress_eos"};
   std::set<std::string> names;
   for (const auto& key : diffusion_config_schema()) {
     names.insert(key.name);
@@ -114,6 +121,37 @@ TEST(DiffusionConfig, LogitShiftAutoFollowsBaseModel) {
   EXPECT_FALSE(resolve_logit_shift(forced, adapted));
 }
 
+TEST(DiffusionConfig, SamplerKeysParse) {
+  const auto d = parse_diffusion_config(section({}));
+  EXPECT_FALSE(d.threshold.has_value());
+  EXPECT_FALSE(d.factor.has_value());
+  EXPECT_EQ(d.cache, CacheMode::None);
+  EXPECT_EQ(d.top_k, 0);
+  EXPECT_DOUBLE_EQ(d.top_p, 1.0);
+  EXPECT_FALSE(d.stop_at_eos);
+  EXPECT_FALSE(d.suppress_eos);
+  const auto c = parse_diffusion_config(section({{"threshold", 0.9},
+                                                 {"cache", std::string("dual")},
+                                                 {"remasking", std::string("margin")},
+                                                 {"top_k", std::int64_t{50}},
+                                                 {"top_p", 0.95},
+                                                 {"stop_at_eos", true}}));
+  EXPECT_DOUBLE_EQ(c.threshold.value_or(0), 0.9);
+  EXPECT_EQ(c.cache, CacheMode::Dual);
+  EXPECT_EQ(c.remasking, Remasking::Margin);
+  EXPECT_EQ(c.top_k, 50);
+  EXPECT_DOUBLE_EQ(c.top_p, 0.95);
+  EXPECT_TRUE(c.stop_at_eos);
+  const auto f = parse_diffusion_config(
+      section({{"factor", 1.0}, {"cache", std::string("prefix")}, {"suppress_eos", true}}));
+  EXPECT_DOUBLE_EQ(f.factor.value_or(0), 1.0);
+  EXPECT_EQ(f.cache, CacheMode::Prefix);
+  EXPECT_TRUE(f.suppress_eos);
+  // Entropy (not a probability) goes with LLaDA's fixed schedule.
+  EXPECT_EQ(parse_diffusion_config(section({{"remasking", std::string("entropy")}})).remasking,
+            Remasking::Entropy);
+}
+
 TEST(DiffusionConfig, BadValuesThrowNamingTheKey) {
   expect_error_naming({{"min_mask_ratio", 0.9}, {"max_mask_ratio", 0.1}}, "min_mask_ratio");
   expect_error_naming({{"min_mask_ratio", -0.1}}, "min_mask_ratio");
@@ -136,6 +174,21 @@ TEST(DiffusionConfig, BadValuesThrowNamingTheKey) {
   // One set of rules: an integer key given as a float is refused (3.0 as much as 2.5), a
   // float key takes an integer.
   expect_error_naming({{"generation_steps", 3.0}}, "generation_steps");
+  // Issue 13's sampler keys.
+  expect_error_naming({{"threshold", 0.0}}, "threshold");
+  expect_error_naming({{"threshold", -0.2}}, "threshold");
+  expect_error_naming({{"threshold", 1.5}}, "threshold");
+  expect_error_naming({{"factor", 0.0}}, "factor");
+  expect_error_naming({{"factor", -1.0}}, "factor");
+  expect_error_naming({{"threshold", 0.9}, {"factor", 1.0}}, "threshold");
+  expect_error_naming({{"cache", std::string("triple")}}, "cache");
+  expect_error_naming({{"remasking", std::string("lowest")}}, "remasking");
+  expect_error_naming({{"threshold", 0.9}, {"remasking", std::string("random")}}, "remasking");
+  expect_error_naming({{"factor", 1.0}, {"remasking", std::string("entropy")}}, "remasking");
+  expect_error_naming({{"top_p", 0.0}}, "top_p");
+  expect_error_naming({{"top_p", 1.5}}, "top_p");
+  expect_error_naming({{"top_k", std::int64_t{-1}}}, "top_k");
+  expect_error_naming({{"stop_at_eos", true}, {"suppress_eos", true}}, "stop_at_eos");
   EXPECT_DOUBLE_EQ(parse_diffusion_config(section({{"eps", std::int64_t{0}}})).eps, 0.0);
 }
 

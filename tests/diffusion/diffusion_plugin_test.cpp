@@ -365,3 +365,121 @@ TEST(SampleRender, ColoursFillsAndEscapesJson) {
 
 }  // namespace
 }  // namespace loom::diffusion
+
+namespace loom::diffusion {
+namespace {
+
+using testing::ByteTokenizer;
+using testing::PositionalModel;
+using testing::TinyModel;
+
+std::unique_ptr<DiffusionPlugin> sampler_plugin(std::map<std::string, sdk::ConfigValue> values) {
+  auto plugin = std::make_unique<DiffusionPlugin>();
+  plugin->configure(
+      validate_plugin_section("diffusion", diffusion_config_schema(), values, "c.toml"),
+      sdk::RunInfo{});
+  return plugin;
+}
+
+// generate_batch: 8 requests (completion and infilling, different prompts, lengths, steps,
+// block lengths, seeds, temperatures) give what each gives alone, with the same forward counts.
+TEST(DiffusionPluginBatch, GenerateBatchEqualsEachRequestAlone) {
+  for (bool fast : {false, true}) {
+    ByteTokenizer tok;
+    TinyModel model(259, 16, 64, /*seed=*/9);
+    std::map<std::string, sdk::ConfigValue> values{{"num_diffusion_steps", std::int64_t{6}}};
+    if (fast) {
+      values["cache"] = std::string("dual");
+      values["threshold"] = 0.0055;
+    }
+    auto plugin = sampler_plugin(values);
+    plugin->on_model_loaded(model, tok);
+    plugin->on_model_loaded(model, tok);  // as from a checkpoint: the mask token is known
+    std::vector<sdk::GenerateRequest> requests;
+    const char* prompts[] = {"a", "hello", "xy", "the cat sat", "q", "abcdefg", "zz", "mnop"};
+    for (int i = 0; i < 8; ++i) {
+      sdk::GenerateRequest r;
+      r.prompt_ids = tok.encode(prompts[i]);
+      if (i == 3 || i == 5)
+        r.mask_ratio = 0.4;
+      else
+        r.complete_tokens = 2 + 3 * i;
+      r.steps = i % 2 ? 4 + i : 0;
+      r.block_length = i % 3 ? 3 : 0;
+      r.temperature = i % 2 ? 0.8 : 0.0;
+      r.seed = 40 + static_cast<std::uint64_t>(i);
+      requests.push_back(r);
+    }
+    auto batch = plugin->generate_batch(model, tok, requests, false);
+    ASSERT_EQ(batch.size(), requests.size());
+    std::int64_t passes = 0, tokens = 0;
+    for (const auto& b : batch) passes += b.forward_passes, tokens += b.new_tokens;
+    if (fast) EXPECT_LT(passes, tokens);  // the threshold reveals several tokens per pass
+    for (std::size_t i = 0; i < requests.size(); ++i) {
+      auto solo = plugin->generate_batch(model, tok, {requests[i]}, false).at(0);
+      EXPECT_EQ(batch[i].result.generated, solo.result.generated) << fast << " " << i;
+      EXPECT_EQ(batch[i].result.generated,
+                plugin->generate(model, tok, requests[i], false).generated);
+      EXPECT_EQ(batch[i].result.masked, solo.result.masked);
+      EXPECT_EQ(batch[i].result.original, requests[i].prompt_ids);
+      EXPECT_EQ(batch[i].forward_passes, solo.forward_passes) << fast << " " << i;
+      EXPECT_GT(batch[i].forward_passes, 0);
+      const auto holes = std::count(batch[i].result.masked.begin(), batch[i].result.masked.end(),
+                                    plugin->mask_token_id());
+      EXPECT_EQ(batch[i].new_tokens, holes);
+      if (requests[i].complete_tokens > 0) EXPECT_EQ(holes, requests[i].complete_tokens);
+      EXPECT_FALSE(batch[i].result.rendered.empty());
+    }
+  }
+}
+
+// The positional model predicts byte 'a' + s % 20 at position s with confidence growing with s,
+// except at position 9 where the test makes EOS (257) the prediction (logit 2.9: revealed after
+// position 10, before 8). Mask token: id 259 (mask_token_id).
+at::Tensor eos_positional_table(double eos_logit) {
+  auto table = torch::zeros({260, 32});
+  for (std::int64_t s = 0; s < 32; ++s) table['a' + s % 20][s] = 1.0 + 0.2 * s;
+  table['a' + 9][9] = 1.0;
+  table[ByteTokenizer::kEos][9] = eos_logit;
+  return table;
+}
+
+TEST(DiffusionPluginBatch, StopAtEosCutsTheRowSavesItsForwardsAndCountsItsTokens) {
+  ByteTokenizer tok;
+  PositionalModel model(eos_positional_table(2.9));
+  auto plugin = sampler_plugin({{"mask_token_id", std::int64_t{259}},
+                                {"stop_at_eos", true},
+                                {"block_length", std::int64_t{4}},
+                                {"num_diffusion_steps", std::int64_t{16}}});
+  plugin->on_model_loaded(model, tok);
+  sdk::GenerateRequest stops, runs;
+  stops.prompt_ids = tok.encode("abcd");  // generates 4..19: meets the EOS at 9
+  stops.complete_tokens = 16;
+  runs.prompt_ids = tok.encode("abcdefghijkl");  // generates 12..23: never does
+  runs.complete_tokens = 12;
+  runs.steps = 12;
+  auto out = plugin->generate_batch(model, tok, {stops, runs}, false);
+  // One token per step in blocks of 4: block 0 takes 4 passes, block 1 reveals 11, 10, 9 (EOS,
+  // 8 still masked), 8 -> done after 8 of 16 passes; 6 new tokens up to and including the EOS.
+  EXPECT_EQ(out[0].forward_passes, 8);
+  EXPECT_EQ(out[0].new_tokens, 6);
+  const auto& g = out[0].result.generated;
+  for (std::size_t s = 4; s < 9; ++s) EXPECT_EQ(g[s], 'a' + static_cast<std::int64_t>(s)) << s;
+  for (std::size_t s = 9; s < 20; ++s) EXPECT_EQ(g[s], ByteTokenizer::kEos) << s;
+  EXPECT_EQ(out[1].forward_passes, 12);
+  EXPECT_EQ(out[1].new_tokens, 12);
+
+  auto suppress = sampler_plugin({{"mask_token_id", std::int64_t{259}},
+                                  {"suppress_eos", true},
+                                  {"num_diffusion_steps", std::int64_t{4}}});
+  PositionalModel eager(eos_positional_table(10.0));  // EOS the clear argmax at 9
+  suppress->on_model_loaded(eager, tok);
+  auto s = suppress->generate_batch(eager, tok, {stops}, false).at(0);
+  EXPECT_EQ(std::count(s.result.generated.begin(), s.result.generated.end(), ByteTokenizer::kEos),
+            0);
+  EXPECT_EQ(s.result.generated[9], 'a' + 9);
+  EXPECT_EQ(s.new_tokens, 16);
+}
+
+}  // namespace
+}  // namespace loom::diffusion

@@ -103,6 +103,8 @@ sdk::ModelOutput TinyModel::forward(const at::Tensor& input_ids, const at::Tenso
                                     const at::Tensor& segment_ids,
                                     const sdk::AttentionSpec& attention) {
   seen_attention.push_back(attention.kind);
+  ++forward_calls;
+  forward_inputs.push_back(input_ids.clone());
   const auto B = input_ids.size(0), S = input_ids.size(1);
   auto pos = position_ids.defined() ? position_ids
                                     : torch::arange(S, torch::kLong).unsqueeze(0).expand({B, S});
@@ -119,6 +121,69 @@ sdk::ModelOutput TinyModel::forward(const at::Tensor& input_ids, const at::Tenso
   auto scores = torch::matmul(net_->q(x), net_->k(x).transpose(1, 2)) * scale;  // [B, S, S]
   scores = scores.masked_fill(allowed.logical_not(), -1e9);
   x = x + net_->o(torch::matmul(torch::softmax(scores, -1), net_->v(x)));
+  x = x + net_->down(torch::gelu(net_->up(x)));
+  sdk::ModelOutput out;
+  out.hidden = net_->norm(x);
+  auto head = net_->lm_head;
+  out.project = [head](const at::Tensor& h) { return torch::matmul(h, head.t()); };
+  return out;
+}
+
+namespace {
+
+struct TinyCache : sdk::KeyValueCache {
+  at::Tensor k, v;                 // [B, S, H] the layer's keys and values
+  at::Tensor segments, positions;  // [B, S]
+  std::int64_t batch_size() const override { return k.size(0); }
+  std::int64_t sequence_length() const override { return k.size(1); }
+};
+
+}  // namespace
+
+std::unique_ptr<sdk::KeyValueCache> TinyModel::forward_caching(const at::Tensor& input_ids,
+                                                               const at::Tensor& position_ids,
+                                                               const at::Tensor& segment_ids,
+                                                               sdk::ModelOutput* out) {
+  if (!with_cache) return nullptr;
+  ++caching_calls;
+  *out = forward(input_ids, position_ids, segment_ids, sdk::AttentionSpec::bidirectional());
+  const auto B = input_ids.size(0), S = input_ids.size(1);
+  auto cache = std::make_unique<TinyCache>();
+  cache->positions = position_ids.defined()
+                         ? position_ids.clone()
+                         : torch::arange(S, torch::kLong).unsqueeze(0).expand({B, S}).clone();
+  cache->segments = segment_ids.defined() ? segment_ids.clone() : torch::ones({B, S}, torch::kLong);
+  auto x = net_->embed.index_select(0, input_ids.reshape({-1})).view({B, S, -1}) +
+           net_->pos_embed.index_select(0, cache->positions.reshape({-1})).view({B, S, -1});
+  cache->k = net_->k(x);
+  cache->v = net_->v(x);
+  return cache;
+}
+
+sdk::ModelOutput TinyModel::forward_cached(sdk::KeyValueCache& base, const at::Tensor& input_ids,
+                                           const at::Tensor& positions) {
+  ++cached_calls;
+  cached_positions.push_back(positions.clone());
+  auto& cache = dynamic_cast<TinyCache&>(base);
+  const auto B = input_ids.size(0), Q = input_ids.size(1), S = cache.k.size(1);
+  auto valid = positions.ge(0);
+  auto p = positions.clamp_min(0);
+  auto pos = cache.positions.gather(1, p);
+  auto x = net_->embed.index_select(0, input_ids.reshape({-1})).view({B, Q, -1}) +
+           net_->pos_embed.index_select(0, pos.reshape({-1})).view({B, Q, -1});  // [B, Q, H]
+  auto rows = torch::arange(B, torch::kLong).unsqueeze(1).expand({B, Q});
+  cache.k.index_put_({rows.masked_select(valid), p.masked_select(valid)},
+                     net_->k(x).index({valid}));
+  cache.v.index_put_({rows.masked_select(valid), p.masked_select(valid)},
+                     net_->v(x).index({valid}));
+  auto seg_q = cache.segments.gather(1, p);  // [B, Q]
+  auto allowed = seg_q.unsqueeze(2).eq(cache.segments.unsqueeze(1)) &
+                 cache.segments.unsqueeze(1).ne(0);  // [B, Q, S]
+  allowed = allowed | torch::arange(S, torch::kLong).view({1, 1, S}).eq(p.unsqueeze(2));
+  const double scale = 1.0 / std::sqrt(static_cast<double>(x.size(2)));
+  auto scores = torch::matmul(net_->q(x), cache.k.transpose(1, 2)) * scale;  // [B, Q, S]
+  scores = scores.masked_fill(allowed.logical_not(), -1e9);
+  x = x + net_->o(torch::matmul(torch::softmax(scores, -1), cache.v));
   x = x + net_->down(torch::gelu(net_->up(x)));
   sdk::ModelOutput out;
   out.hidden = net_->norm(x);

@@ -1,7 +1,8 @@
 // Small real stand-ins for the host side, for the diffusion plugin's tests:
 //  - ByteTokenizer: one id per byte, then <s>, </s>, <pad>, then added special tokens;
 //  - TinyModel: a real libtorch model (token + position embeddings, one attention layer that
-//    honours AttentionSpec and segment ids, an MLP, LayerNorm, an untied output matrix);
+//    honours AttentionSpec and segment ids, an MLP, LayerNorm, an untied output matrix), with
+//    the SDK 1.3 key/value cache (forward_caching / forward_cached) of that layer;
 //  - PositionalModel: hidden state = one-hot position, so the logits at position s are a
 //    fixed row chosen by the test (predictable predictions and confidences);
 //  - batch builders.
@@ -58,9 +59,23 @@ class TinyModel : public sdk::ModelHandle {
   void set_training(bool training) override { net_->train(training); }
   bool is_training() const override { return net_->is_training(); }
 
+  // SDK 1.3: the attention layer's keys and values (one layer: they depend only on each
+  // position's token, so a cached pass is exact when the tokens outside `positions` did not
+  // change since the cache was made). Returns nullptr when `with_cache` is false.
+  std::unique_ptr<sdk::KeyValueCache> forward_caching(const at::Tensor& input_ids,
+                                                      const at::Tensor& position_ids,
+                                                      const at::Tensor& segment_ids,
+                                                      sdk::ModelOutput* out) override;
+  sdk::ModelOutput forward_cached(sdk::KeyValueCache& cache, const at::Tensor& input_ids,
+                                  const at::Tensor& positions) override;
+
   TinyNet& net() { return net_; }
   int resize_calls = 0;
   std::vector<sdk::AttentionSpec::Kind> seen_attention;
+  bool with_cache = true;
+  int forward_calls = 0, caching_calls = 0, cached_calls = 0;
+  std::vector<at::Tensor> forward_inputs;    // every forward()'s input_ids (caching included)
+  std::vector<at::Tensor> cached_positions;  // every forward_cached()'s positions
 
  private:
   TinyNet net_;
