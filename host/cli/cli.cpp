@@ -92,6 +92,26 @@ int dispatch(int argc, char** argv) {
       ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 40));
   g->add_option("--seed", gen.seed, "random seed");
   g->add_flag("--profile", gen.profile, "print timings (model forward vs the rest) as JSON on stderr");
+  g->add_option("--max-new-tokens", gen.complete, "the same as --complete")
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 40));
+  g->add_option("--input", gen.input, "JSONL of prompts: {\"prompt\": ..., \"max_new_tokens\": N, \"seed\": N}");
+  g->add_option("--output", gen.output, "JSONL results of --input (default: stdout)");
+  g->add_option("--batch-size", gen.batch_size, "prompts sampled together with --input")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 20));
+  // Keys of the sampler plugin's table, as flags (docs/config-reference.md, [diffusion]).
+  for (const char* key : {"threshold", "factor", "cache", "remasking", "top_k", "top_p", "cfg_scale"}) {
+    std::string flag = std::string("--") + key;
+    for (auto& c : flag) c = c == '_' ? '-' : c;
+    g->add_option_function<std::string>(
+        flag, [&gen, flag, key](const std::string& v) { gen.sampler_settings.push_back({flag, key, v}); },
+        std::string("the sampler's ") + key + " (as --set <plugin>." + key + "=...)");
+  }
+  for (const char* key : {"stop_at_eos", "suppress_eos"}) {
+    std::string flag = std::string("--") + key;
+    for (auto& c : flag) c = c == '_' ? '-' : c;
+    g->add_flag_callback(flag, [&gen, flag, key]() { gen.sampler_settings.push_back({flag, key, "true"}); },
+                         std::string("the sampler's ") + key + " = true");
+  }
 
   EvalArgs ev;
   auto* e = app.add_subcommand("eval", "evaluate a checkpoint on a data file (JSON on stdout)");

@@ -37,6 +37,17 @@ struct GenerateArgs {
   std::int64_t block_length = 0;
   std::uint64_t seed = 0;
   bool profile = false;  // print timings (model forward vs the rest) as JSON on stderr
+  // Sampler settings given as flags (--threshold 0.9, --cache dual, ...): keys of the sampler
+  // plugin's table, applied like --set <plugin>.<key>=<value>. (flag, key, value)
+  struct SamplerSetting {
+    std::string flag, key, value;
+  };
+  std::vector<SamplerSetting> sampler_settings;
+  // Batch mode: one {"prompt": ..., "max_new_tokens"?: N, "seed"?: N} per line of `input`,
+  // one result per line of `output` (appended as each batch ends).
+  std::string input;
+  std::string output;
+  std::int64_t batch_size = 8;
 };
 int run_generate(const GenerateArgs& args);
 

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <set>
+#include <sstream>
 
 #include "e2e/tiny_run.hpp"
 #include "io/tensor_io.hpp"
@@ -147,6 +148,45 @@ TEST(SdkE2E, LoadHookOnResumeAndEval) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(read_file(out / "fixture_plain_load.txt"),
             "step 2 " + (out / "checkpoint-2").string() + "\nstep 4 " + (out / "checkpoint-4").string() + "\n");
+}
+
+// `trainer generate --input` (SDK 1.3): a sampler built for 1.3 gets each batch at once
+// (generate_batch, which the fixture notes); one built for an older minor gets the requests one
+// by one through generate(), the trainer counting each one's forward passes. Either way every
+// prompt gets one result line, in order.
+TEST(SdkE2E, GenerateBatchIsCalledOnlyOnSamplersBuiltForIt) {
+  auto dir = fresh_dir("sdk-batch");
+  write_file(dir / "prompts.jsonl",
+             "{\"prompt\": \"Once upon\"}\n{\"prompt\": \"A cat\", \"max_new_tokens\": 3}\n\n"
+             "{\"prompt\": \"The dog ran\", \"max_new_tokens\": 5, \"seed\": 7}\n");
+  for (const std::string kind : {"plain", "v1_0"}) {
+    SCOPED_TRACE(kind);
+    const auto out = dir / kind;
+    write_file(dir / (kind + ".toml"), tiny_config(out, 2) + "\n[" + kind + "]\nown_loss = true\n");
+    auto r = run_trainer({"--config", (dir / (kind + ".toml")).string(), "--no-progress", "--plugin", fixture(kind)});
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const auto results = dir / (kind + "_results.jsonl");
+    r = run_trainer({"generate", "--checkpoint", (out / "final").string(), "--input", (dir / "prompts.jsonl").string(),
+                     "--output", results.string(), "--batch-size", "2", "--max-new-tokens", "4"});
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    std::vector<nlohmann::json> lines;
+    std::istringstream in(read_file(results));
+    for (std::string l; std::getline(in, l);) lines.push_back(nlohmann::json::parse(l));
+    ASSERT_EQ(lines.size(), 3u);
+    EXPECT_EQ(lines[0]["line"], 1);
+    EXPECT_EQ(lines[2]["line"], 4);
+    EXPECT_EQ(lines[2]["prompt"], "The dog ran");
+    EXPECT_EQ(lines[0]["new_tokens"], 4);  // --max-new-tokens, where the line gives none
+    EXPECT_EQ(lines[1]["new_tokens"], 3);
+    EXPECT_EQ(lines[2]["new_tokens"], 5);
+    for (const auto& l : lines) EXPECT_EQ(l["forward_passes"], 1) << l.dump();
+    EXPECT_EQ(lines[0]["batch"], 0);
+    EXPECT_EQ(lines[2]["batch"], 1);
+    if (kind == "plain")
+      EXPECT_EQ(read_file(out / "fixture_plain_generate_batch.txt"), "2 requests\n1 requests\n");
+    else
+      EXPECT_FALSE(fs::exists(out / "fixture_v1_0_generate_batch.txt"));
+  }
 }
 
 // The EMA example plugin (plugins/examples/ema): every checkpoint holds ema.safetensors with the
