@@ -52,8 +52,15 @@ CachedRowPlan LlamaKeyValueCache::plan_row(std::int64_t row,
   plan.key_begin = lo;
   plan.key_end = hi;
 
-  // The mask over the range; dropped when it allows everything (one contiguous segment).
+  // The mask over the range; none when it allows everything: every query in one segment that
+  // fills the range (checked in O(L) first -- the usual case -- so no [n, L] mask is built).
   const auto n = std::int64_t(positions.size()), L = hi - lo;
+  if (wanted.size() == 1 && std::all_of(positions.begin(), positions.end(),
+                                        [&](std::int64_t p) { return seg[p] == wanted[0]; })) {
+    bool whole = true;
+    for (std::int64_t j = lo; j < hi && whole; ++j) whole = seg[j] == wanted[0];
+    if (whole) return plan;
+  }
   auto bias = at::zeros({n, L}, at::kFloat);
   float* b = bias.data_ptr<float>();
   bool masked = false;

@@ -255,9 +255,10 @@ torch::Tensor LlamaForCausalLMImpl::forward_cached(LlamaKeyValueCache& cache,
   auto run = [&](std::size_t i) {
     work[i].out = forward_cached_row(cache, work[i].row, work[i].token_ids, work[i].in);
   };
-  if (device.is_cpu() && work.size() > 1) {
-    // Rows in parallel, each single-threaded; the workers take this thread's grad mode and
-    // autocast state.
+  if (device.is_cpu() && work.size() > 1 && std::int64_t(work.size()) >= at::get_num_threads()) {
+    // Rows in parallel, each single-threaded (with fewer rows than threads, one row at a time
+    // with every thread does better); the workers take this thread's grad mode and autocast
+    // state. A row's result is the same either way.
     const at::ThreadLocalState state;
     parallel_blocks(std::int64_t(work.size()), 1,
                     [&](std::int64_t, std::int64_t begin, std::int64_t end) {

@@ -32,6 +32,9 @@ std::vector<ConfigKey> build_schema() {
       key_float("eps", 1e-3, "minimum masking probability of the schedule", 0.0, 1.0),
       key_bool("importance_weighting", true,
                "divide each masked token's cross-entropy by its mask probability (LLaDA bound)"),
+      key_bool("mask_eos", false,
+               "mask and predict EOS like other labelled tokens (LLaDA SFT: the model learns where "
+               "answers end, for stop_at_eos); false: never masked (Axolotl)"),
       key_int("mask_token_id", std::nullopt,
               "id of the mask token (must be < vocab size, not pad/eos); unset: use mask_token_str",
               0),
@@ -123,6 +126,7 @@ DiffusionConfig parse_diffusion_config(const ConfigSection& section) {
   c.t_sampling = get_s("t_sampling") == "stratified" ? TSampling::Stratified : TSampling::Uniform;
   c.random_length_prob = get_f("random_length_prob");
   c.importance_weighting = get_b("importance_weighting");
+  c.mask_eos = get_b("mask_eos");
   if (auto v = get("logit_shift")) c.logit_shift = std::get<bool>(*v);
   c.eval_mc_samples = get_i("eval_mc_samples");
   if (auto v = get("mask_token_id")) c.mask_token_id = std::get<std::int64_t>(*v);

@@ -31,6 +31,10 @@ struct DiffusionConfig {
   double random_length_prob = 0.0;
   // loss
   bool importance_weighting = true;
+  // The EOS token is masked and predicted like any other labelled token (LLaDA's SFT), so the
+  // model learns where an answer ends (what stop_at_eos needs); false: never masked, as
+  // Axolotl does with every special token.
+  bool mask_eos = false;
   std::optional<bool> logit_shift;  // unset: auto (shift when the run has a base_model)
   std::int64_t eval_mc_samples = 4;
   // mask token

@@ -48,7 +48,13 @@ void DiffusionPlugin::on_model_loaded(sdk::ModelHandle& model, sdk::TokenizerHan
   fp.logit_shift = logit_shift_;
   fp.mask_token_id = mask_.id;
   fp.seed = run_.seed;
-  forward_.emplace(fp, excluded);
+  std::vector<bool> never_masked = excluded;
+  if (config_.mask_eos) {
+    const auto eos = tokenizer.eos_id();
+    if (!eos) throw std::invalid_argument("diffusion.mask_eos: the tokenizer has no EOS token");
+    if (*eos >= 0 && *eos < std::int64_t(never_masked.size())) never_masked[std::size_t(*eos)] = false;
+  }
+  forward_.emplace(fp, std::move(never_masked));
 
   GenerationSetup gs;
   gs.config = config_;

@@ -176,6 +176,32 @@ FullInput full_input(const std::vector<RowState*>& rows, bool cfg, std::int64_t 
   return in;
 }
 
+// A full bidirectional pass over `rows` (+ twins), one forward per row on its own tokens, never
+// padded: a row's hidden states are then those of its solo run bit for bit, whatever else is
+// in the batch (a padded row would go through masked attention over a longer key row, which
+// sums in another order). Returns hidden [N, width, H], rows laid out as full_input's.
+sdk::ModelOutput forward_each_row(sdk::ModelHandle& model, const std::vector<RowState*>& rows,
+                                  bool cfg, std::int64_t mask_id, const at::Device& device,
+                                  std::int64_t* width) {
+  *width = 0;
+  for (auto* r : rows) *width = std::max(*width, r->S);
+  const auto n = static_cast<std::int64_t>(rows.size());
+  sdk::ModelOutput out;
+  for (std::int64_t i = 0; i < n; ++i) {
+    RowState& r = *rows[static_cast<std::size_t>(i)];
+    at::Tensor ids = cfg ? at::stack({r.x, r.x.masked_fill(r.prompt, mask_id)}) : r.x.unsqueeze(0);
+    sdk::ModelOutput one =
+        model.forward(ids.to(device), at::Tensor(), at::Tensor(), sdk::AttentionSpec::bidirectional());
+    if (!out.hidden.defined()) {
+      out.hidden = at::zeros({cfg ? 2 * n : n, *width, one.hidden.size(-1)}, one.hidden.options());
+      out.project = one.project;
+    }
+    out.hidden[i].narrow(0, 0, r.S).copy_(one.hidden[0]);
+    if (cfg) out.hidden[n + i].narrow(0, 0, r.S).copy_(one.hidden[1]);
+  }
+  return out;
+}
+
 }  // namespace
 
 std::vector<at::Tensor> ReverseSampler::run_batch(sdk::ModelHandle& model,
@@ -238,12 +264,7 @@ std::vector<at::Tensor> ReverseSampler::run_batch(sdk::ModelHandle& model,
       for (auto& r : state)
         if (!r.finished) active.push_back(&r);
       if (active.empty()) break;
-      FullInput in = full_input(active, cfg, mask_id);
-      width = in.width;
-      out = model.forward(in.ids.to(device),
-                          in.positions.defined() ? in.positions.to(device) : in.positions,
-                          in.segments.defined() ? in.segments.to(device) : in.segments,
-                          sdk::AttentionSpec::bidirectional());
+      out = forward_each_row(model, active, cfg, mask_id, device, &width);
     } else {
       std::vector<RowState*> in_block;
       for (auto* r : group)
@@ -257,23 +278,15 @@ std::vector<at::Tensor> ReverseSampler::run_batch(sdk::ModelHandle& model,
         active = group;
         FullInput in = full_input(group, cfg, mask_id);
         width = in.width;
+        cache.reset();  // the previous block's cache goes before the next one is made
         cache = model.forward_caching(
             in.ids.to(device), in.positions.defined() ? in.positions.to(device) : in.positions,
             in.segments.defined() ? in.segments.to(device) : in.segments, &out);
-        if (!cache)
-          out = model.forward(in.ids.to(device),
-                              in.positions.defined() ? in.positions.to(device) : in.positions,
-                              in.segments.defined() ? in.segments.to(device) : in.segments,
-                              sdk::AttentionSpec::bidirectional());
+        if (!cache) out = forward_each_row(model, group, cfg, mask_id, device, &width);
       } else if (!cache) {
         // The handle has no cache: full passes over the rows still inside their block.
         active = in_block;
-        FullInput in = full_input(active, cfg, mask_id);
-        width = in.width;
-        out = model.forward(in.ids.to(device),
-                            in.positions.defined() ? in.positions.to(device) : in.positions,
-                            in.segments.defined() ? in.segments.to(device) : in.segments,
-                            sdk::AttentionSpec::bidirectional());
+        out = forward_each_row(model, active, cfg, mask_id, device, &width);
       } else {
         // Recompute the block (dual) or the block to the end of the row (prefix), plus, with
         // logit shift, the positions the block's logits are read from.
@@ -352,9 +365,17 @@ std::vector<at::Tensor> ReverseSampler::run_batch(sdk::ModelHandle& model,
 
     at::Tensor index = at::tensor(flat, at::kLong).to(device);
     at::Tensor hidden = out.hidden.reshape({-1, out.hidden.size(-1)});
-    at::Tensor logits = out.project(hidden.index_select(0, index)).to(dtype);  // [C_all, V]
+    // Projected row by row, as each row alone would be (a matrix product's rounding may depend
+    // on how many rows it has).
+    auto project_rows = [&](const at::Tensor& where) {
+      std::vector<at::Tensor> parts;
+      for (std::size_t i = 0; i + 1 < offsets.size(); ++i)
+        parts.push_back(out.project(hidden.index_select(0, where.narrow(0, offsets[i], offsets[i + 1] - offsets[i]))));
+      return (parts.size() == 1 ? parts[0] : at::cat(parts)).to(dtype);
+    };
+    at::Tensor logits = project_rows(index);  // [C_all, V]
     if (cfg) {
-      at::Tensor un = out.project(hidden.index_select(0, index + n_rows * width)).to(dtype);
+      at::Tensor un = project_rows(index + n_rows * width);
       logits = un + (o.cfg_scale + 1.0) * (logits - un);
     }
     const std::int64_t V = logits.size(1);
@@ -372,24 +393,21 @@ std::vector<at::Tensor> ReverseSampler::run_batch(sdk::ModelHandle& model,
       temps.insert(temps.end(), static_cast<std::size_t>(offsets[i + 1] - offsets[i]),
                    stepping[i]->temperature);
     }
-    at::Tensor temperature = at::tensor(temps, f64).unsqueeze(1).to(device);  // [C_all, 1]
-    if (o.top_k > 0 || o.top_p < 1.0)
-      logits = filter_top_k_top_p(logits, o.top_k, o.top_p, hot ? temperature : at::Tensor());
+    if (o.top_k > 0 || o.top_p < 1.0) {
+      at::Tensor temperature;  // [C_all, 1]
+      if (hot) temperature = at::tensor(temps, f64).unsqueeze(1).to(device);
+      logits = filter_top_k_top_p(logits, o.top_k, o.top_p, temperature);
+    }
 
-    at::Tensor x0;  // [C_all]
-    if (hot) {
-      // Gumbel-max in float64: argmax(l + T * g) = argmax(l / T + g), g = -log(-log u); each
-      // row draws from its own generator, as alone (rows at T = 0 draw nothing).
-      std::vector<at::Tensor> u;
-      for (std::size_t i = 0; i < stepping.size(); ++i) {
-        const std::int64_t C = offsets[i + 1] - offsets[i];
-        u.push_back(stepping[i]->temperature > 0 ? at::rand({C, V}, stepping[i]->gen, f64)
-                                                 : at::full({C, V}, 0.5, f64));
-      }
-      at::Tensor gumbel = -at::log(-at::log(at::cat(u).to(device)));
-      x0 = (logits.to(at::kDouble) + temperature * gumbel).argmax(-1);
-    } else {
-      x0 = logits.argmax(-1);
+    at::Tensor x0 = logits.argmax(-1);  // [C_all]; rows at T = 0 keep this
+    // Gumbel-max in float64 for the rows at T > 0: argmax(l + T * g) = argmax(l / T + g),
+    // g = -log(-log u), u from the row's own generator, as alone.
+    for (std::size_t i = 0; hot && i < stepping.size(); ++i) {
+      const double t = stepping[i]->temperature;
+      const std::int64_t C = offsets[i + 1] - offsets[i];
+      if (t <= 0 || C == 0) continue;
+      at::Tensor gumbel = -at::log(-at::log(at::rand({C, V}, stepping[i]->gen, f64).to(device)));
+      x0.narrow(0, offsets[i], C).copy_((logits.narrow(0, offsets[i], C).to(at::kDouble) + t * gumbel).argmax(-1));
     }
     at::Tensor confidence;  // [C_all] float64, CPU
     if (o.remasking == Remasking::Random) {

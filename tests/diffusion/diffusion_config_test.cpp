@@ -56,7 +56,8 @@ TEST(DiffusionConfig, SchemaDeclaresEveryKeyOfTheIssueWithHelp) {
                                           "top_k",
                                           "top_p",
                                           "stop_at_eos",
-                                          "suppress_eos"};
+                                          "suppress_eos",
+                                          "mask_eos"};
   std::set<std::string> names;
   for (const auto& key : diffusion_config_schema()) {
     names.insert(key.name);

@@ -118,6 +118,29 @@ TEST(DiffusionPlugin, TransformThenLossTrainsOnlyMaskedTokens) {
   EXPECT_EQ(model.seen_attention.back(), sdk::AttentionSpec::Kind::Bidirectional);
 }
 
+// mask_eos: the EOS at a document's end is eligible (masked and scored like a labelled token)
+// only when asked for; BOS, padding and the mask token never are. With min = max mask ratio 1
+// every eligible token is masked, so eligibility is read off the masked positions.
+TEST(DiffusionPlugin, MaskEosMakesTheEndOfADocumentLearnable) {
+  for (const bool mask_eos : {false, true}) {
+    SCOPED_TRACE(mask_eos);
+    ByteTokenizer tok;
+    TinyModel model(259, 16, 32);
+    auto plugin = make_plugin({{"generate_samples", false},
+                               {"mask_eos", mask_eos},
+                               {"min_mask_ratio", 1.0},
+                               {"max_mask_ratio", 1.0}});
+    plugin->on_model_loaded(model, tok);
+    auto batch = make_batch({{ByteTokenizer::kBos, 'h', 'i', ByteTokenizer::kEos, ByteTokenizer::kPad}}, {}, {}, {3});
+    sdk::StepContext ctx;
+    ctx.window.rows = 1;
+    ctx.window.documents = 1;
+    plugin->transform_batch(batch, ctx);
+    const auto masked = to_vector(batch.extras.at(kMaskedKey).to(torch::kLong)[0]);
+    EXPECT_EQ(masked, (std::vector<std::int64_t>{0, 1, 1, mask_eos ? 1 : 0, 0}));
+  }
+}
+
 // Rows repeat a random three-letter motif ("kqdkqdkqd..."): a masked letter equals the
 // visible letters three positions away, so a bidirectional model can learn to fill it
 // (chance: 1/26).

@@ -213,9 +213,10 @@ TEST(ParallelSampler, StopAtEosEndsTheRowOnceEverythingBeforeTheEosIsRevealed) {
   EXPECT_EQ(traces[0].forward_passes, 8);
   EXPECT_EQ(traces[1].forward_passes, 12);
   EXPECT_EQ(traces[1].stopped_at, -1);
-  ASSERT_EQ(model.inputs.size(), 12u);
-  EXPECT_EQ(model.inputs[7].size(0), 2);  // both rows in the first 8 passes
-  EXPECT_EQ(model.inputs[8].size(0), 1);  // then the second alone
+  // Without a cache each row runs its own forward (on its own tokens, as alone): both rows in
+  // the first 8 steps, then the second alone -- 8 * 2 + 4 calls, not 2 * 12.
+  ASSERT_EQ(model.inputs.size(), 20u);
+  for (const auto& input : model.inputs) EXPECT_EQ(input.size(0), 1);
   auto o1 = o;
   o1.steps = 12;
   EXPECT_TRUE(outs[1].equal(ReverseSampler(o1).run(model, start_sequence(12, 12))));
@@ -349,7 +350,9 @@ TEST(ParallelSampler, TheHostCacheCompletesEveryRunAndBatchesEqualSoloRuns) {
     o.cache = CacheMode::Dual;
     EXPECT_TRUE(ReverseSampler(o).run(model, start).equal(expected));
   }
-  for (CacheMode cache : {CacheMode::Prefix, CacheMode::Dual}) {
+  // (None too: without a cache each row runs its own unpadded forward, as alone; a padded
+  // row in one batched forward would sum its attention in another order.)
+  for (CacheMode cache : {CacheMode::None, CacheMode::Prefix, CacheMode::Dual}) {
     auto o = options(8, 4);
     o.cache = cache;
     SamplerTrace trace;
@@ -371,6 +374,41 @@ TEST(ParallelSampler, TheHostCacheCompletesEveryRunAndBatchesEqualSoloRuns) {
       EXPECT_FALSE(batch[i].eq(kMask).any().item<bool>());
     }
   }
+}
+
+// stop_at_eos inside a cached group: a row that reveals its EOS mid-block leaves the group
+// (its slots go unused) while the other row finishes the block; the stopped row equals its solo
+// run and took the same forward passes. The EOS is a token this model does predict: the one
+// the full run reveals first at the row's sixth generated position.
+TEST(ParallelSampler, StopAtEosInsideACachedBatch) {
+  auto model = small_llama();
+  auto start = start_sequence(5, 16);
+  auto o = options(16, 8);
+  o.cache = CacheMode::Dual;
+  const auto full = ReverseSampler(o).run(model, start);
+  o.eos_token_id = full[5 + 5].item<std::int64_t>();
+  o.stop_at_eos = true;
+  SamplerTrace solo_trace;
+  const auto solo = ReverseSampler(o).run(model, start, &solo_trace);
+  ASSERT_GE(solo_trace.stopped_at, 0);
+  ASSERT_LT(solo_trace.forward_passes, 16);
+  const auto gen = solo.narrow(0, 5, 16);
+  const std::int64_t first = gen.eq(o.eos_token_id).nonzero()[0][0].item<std::int64_t>();
+  EXPECT_EQ(first, solo_trace.stopped_at);
+  EXPECT_FALSE(gen.eq(kMask).any().item<bool>());
+  EXPECT_TRUE(gen.narrow(0, first, 16 - first).eq(o.eos_token_id).all().item<bool>());
+
+  auto other = start_sequence(3, 20);
+  std::vector<SamplerRow> rows{{start, 16, 0.0, 8, 0}, {other, 20, 0.0, 8, 0}};
+  std::vector<SamplerTrace> traces;
+  auto batch = ReverseSampler(o).run_batch(model, rows, &traces);
+  EXPECT_EQ(to_vector(batch[0]), to_vector(solo));
+  EXPECT_EQ(traces[0].forward_passes, solo_trace.forward_passes);
+  auto o2 = o;
+  o2.steps = 20;
+  SamplerTrace other_trace;
+  EXPECT_EQ(to_vector(batch[1]), to_vector(ReverseSampler(o2).run(model, other, &other_trace)));
+  EXPECT_EQ(traces[1].forward_passes, other_trace.forward_passes);
 }
 
 }  // namespace

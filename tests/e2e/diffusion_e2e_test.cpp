@@ -282,6 +282,73 @@ TEST(DiffusionE2E, OutOfRangeArgumentsAreRefusedNamingThem) {
   EXPECT_NE(r.output.find("nothing to score"), std::string::npos) << r.output;
 }
 
+// Batch mode end to end: `--input` prompts of different lengths sampled together with the fast
+// options given as flags give, line for line, what each prompt gives in a batch of one (other
+// processes, the same seeds); bad lines and bad flag values are errors naming the line or key,
+// before anything is written.
+TEST(DiffusionE2E, BatchGenerationEqualsOnePromptAtATimeAndRefusesBadInput) {
+  const auto& d = trained();
+  const std::string ckpt = (d / "out" / "final").string();
+  write_file(d / "prompts.jsonl",
+             "{\"prompt\": \"abcab\"}\n{\"prompt\": \"ab\", \"max_new_tokens\": 5, \"seed\": 4}\n"
+             "{\"prompt\": \"abcabcabca\", \"max_new_tokens\": 11}\n");
+  const std::vector<std::string> fast = {"--cache", "dual", "--threshold", "0.9", "--block-length", "4",
+                                         "--max-new-tokens", "8", "--temperature", "0.7", "--seed", "3"};
+  auto run = [&](const std::string& batch, const fs::path& out) {
+    std::vector<std::string> a = {"generate", "--checkpoint", ckpt, "--plugin", kPlugin, "--input",
+                                  (d / "prompts.jsonl").string(), "--output", out.string(), "--batch-size", batch};
+    a.insert(a.end(), fast.begin(), fast.end());
+    return run_trainer(a);
+  };
+  auto lines_of = [](const fs::path& f) {
+    std::vector<nlohmann::json> v;
+    std::istringstream in(read_file(f));
+    for (std::string l; std::getline(in, l);) v.push_back(nlohmann::json::parse(l));
+    return v;
+  };
+  auto together = run("3", d / "batched.jsonl");
+  ASSERT_EQ(together.exit_code, 0) << together.output;
+  auto alone = run("1", d / "alone.jsonl");
+  ASSERT_EQ(alone.exit_code, 0) << alone.output;
+  const auto b = lines_of(d / "batched.jsonl"), a = lines_of(d / "alone.jsonl");
+  ASSERT_EQ(b.size(), 3u);
+  ASSERT_EQ(a.size(), 3u);
+  const std::vector<int> new_tokens = {8, 5, 11};
+  for (std::size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(b[i]["completion"], a[i]["completion"]) << i;
+    EXPECT_EQ(b[i]["forward_passes"], a[i]["forward_passes"]) << i;
+    EXPECT_EQ(b[i]["new_tokens"], new_tokens[i]) << i;
+    // Threshold decoding: at least one token per pass, at most one pass per token.
+    EXPECT_GE(b[i]["forward_passes"].get<int>(), 1);
+    EXPECT_LE(b[i]["forward_passes"].get<int>(), new_tokens[i]);
+    EXPECT_EQ(b[i]["batch"], 0);
+    EXPECT_EQ(a[i]["batch"], int(i));
+  }
+  for (auto [input, needle] : std::vector<std::pair<std::string, std::string>>{
+           {"{\"prompt\": \"ab\"}\nnot json\n", "bad.jsonl:2: not a JSON object"},
+           {"{\"text\": \"ab\"}\n", "bad.jsonl:1: no \"prompt\" string"},
+           {"{\"prompt\": \"ab\", \"max_new_tokens\": 0}\n", "bad.jsonl:1: max_new_tokens must be an integer >= 1"},
+           {"{\"prompt\": \"" + std::string(200, 'a') + "\"}\n", "bad.jsonl:1: the prompt (201 tokens)"}}) {
+    write_file(d / "bad.jsonl", input);
+    auto r = run_trainer({"generate", "--checkpoint", ckpt, "--plugin", kPlugin, "--input", (d / "bad.jsonl").string(),
+                          "--output", (d / "bad-out.jsonl").string()});
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_NE(r.output.find(needle), std::string::npos) << r.output;
+    EXPECT_FALSE(fs::exists(d / "bad-out.jsonl"));
+  }
+  for (auto [flags, needle] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"--threshold", "1.5"}, "diffusion.threshold"},
+           {{"--threshold", "0.9", "--factor", "1"}, "factor"},
+           {{"--cache", "duel"}, "diffusion.cache must be one of"},
+           {{"--remasking", "entropy", "--threshold", "0.5"}, "threshold"}}) {
+    std::vector<std::string> a = {"generate", "--checkpoint", ckpt, "--plugin", kPlugin, "--prompt", "ab"};
+    a.insert(a.end(), flags.begin(), flags.end());
+    auto r = run_trainer(a);
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_NE(r.output.find(needle), std::string::npos) << r.output;
+  }
+}
+
 // Trained with --plugin (a path), the checkpoint records the plugin: generate and eval find it
 // without being told again; told again (the same file), it is loaded once.
 TEST(DiffusionE2E, CheckpointRemembersPluginsGivenOnTheCommandLine) {
