@@ -90,7 +90,7 @@ std::vector<BatchLine> read_batch_input(const GenerateArgs& a, const Tokenizer& 
     b.request.seed = a.seed;
     if (j.contains("seed")) {
       const auto& sd = j["seed"];
-      if (!sd.is_number_integer() || sd.get<std::int64_t>() < 0)
+      if (!sd.is_number_unsigned() && !(sd.is_number_integer() && sd.get<std::int64_t>() >= 0))
         throw UserError(where + ": seed must be an integer >= 0");
       b.request.seed = sd.get<std::uint64_t>();
     }
@@ -111,7 +111,12 @@ std::vector<BatchLine> read_batch_input(const GenerateArgs& a, const Tokenizer& 
 // `--input`: the prompts in batches of --batch-size, each batch's results appended (durably)
 // to --output as it ends, so what was written stays valid JSONL whatever happens later.
 int run_generate_batches(const GenerateArgs& a, ModelBundle& b, LoadedPlugin& sampler) {
-  const auto lines = read_batch_input(a, *b.tokenizer, b.model->max_position_embeddings());
+  const std::int64_t context = b.model->max_position_embeddings();
+  if (a.steps > context)
+    throw UserError("--steps " + std::to_string(a.steps) + ": more reverse steps than the model has positions (" +
+                    std::to_string(context) + "); each step reveals at least one token");
+  if (a.profile) throw UserError("--profile times one prompt; batch mode (--input) reports seconds per batch");
+  const auto lines = read_batch_input(a, *b.tokenizer, context);
   if (!a.output.empty()) write_file_durably(a.output, "");
   const bool batched = sampler.library->info().supports(sdk::kMinorCachedSampling);
   for (std::size_t first = 0; first < lines.size(); first += std::size_t(a.batch_size)) {
