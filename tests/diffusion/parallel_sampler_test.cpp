@@ -32,17 +32,11 @@ at::Tensor confidence_table() {
 }
 
 at::Tensor start_sequence(std::int64_t prompt, std::int64_t masks) {
-  auto x = torch::full({prompt + masks}, kMask, torch::kLong);
-  for (std::int64_t i = 0; i < prompt; ++i) x[i] = 1 + i;
-  return x;
+  return testing::start_sequence(prompt, masks, kMask);
 }
 
 SamplerOptions options(std::int64_t steps, std::int64_t block_length = 0) {
-  SamplerOptions o;
-  o.steps = steps;
-  o.block_length = block_length;
-  o.mask_token_id = kMask;
-  return o;
+  return testing::sampler_options(steps, block_length, kMask);
 }
 
 std::vector<std::set<std::int64_t>> revealed(const SamplerTrace& trace) {

@@ -219,6 +219,20 @@ at::Tensor to_tensor(const std::vector<std::vector<std::int64_t>>& rows) {
   return t;
 }
 
+at::Tensor start_sequence(std::int64_t prompt, std::int64_t masks, std::int64_t mask_id) {
+  auto x = torch::full({prompt + masks}, mask_id, torch::kLong);
+  for (std::int64_t i = 0; i < prompt; ++i) x[i] = 1 + i;
+  return x;
+}
+
+diffusion::SamplerOptions sampler_options(std::int64_t steps, std::int64_t block_length, std::int64_t mask_id) {
+  diffusion::SamplerOptions o;
+  o.steps = steps;
+  o.block_length = block_length;
+  o.mask_token_id = mask_id;
+  return o;
+}
+
 std::vector<std::int64_t> to_vector(const at::Tensor& t) {
   auto c = t.to(torch::kLong).contiguous().reshape({-1});
   return {c.data_ptr<std::int64_t>(), c.data_ptr<std::int64_t>() + c.numel()};

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "loom/sdk.hpp"
+#include "sampler.hpp"
 
 namespace loom::diffusion::testing {
 
@@ -112,6 +113,11 @@ sdk::Batch make_batch(const std::vector<std::vector<std::int64_t>>& ids,
                       std::vector<std::int64_t> sample_index = {});
 
 at::Tensor to_tensor(const std::vector<std::vector<std::int64_t>>& rows);
+
+// A prompt 1..`prompt` followed by `masks` mask tokens (the sampler tests' starting sequence).
+at::Tensor start_sequence(std::int64_t prompt, std::int64_t masks, std::int64_t mask_id);
+// Sampler options with `steps`, `block_length` and the mask token, the rest default.
+diffusion::SamplerOptions sampler_options(std::int64_t steps, std::int64_t block_length, std::int64_t mask_id);
 std::vector<std::int64_t> to_vector(const at::Tensor& t);
 
 }  // namespace loom::diffusion::testing

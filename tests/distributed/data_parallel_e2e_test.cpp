@@ -275,18 +275,29 @@ TEST(DataParallelE2E, CtrlCStopsEveryRankAfterTheSameStepWithOneCheckpoint) {
   EXPECT_EQ(r.exit_code, 0) << r.output;
 }
 
-TEST(DataParallelE2E, APortInUseIsAClearError) {
-  LOOM_REQUIRE_GLOO();
+// A TCP socket bound to a port the kernel picks (on all interfaces, or loopback); -1 on failure.
+int bound_socket(std::uint32_t address, int* port) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  ASSERT_GE(fd, 0);
+  if (fd < 0) return -1;
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_ANY);
+  addr.sin_addr.s_addr = htonl(address);
   socklen_t len = sizeof addr;
-  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    close(fd);
+    return -1;
+  }
+  *port = ntohs(addr.sin_port);
+  return fd;
+}
+
+TEST(DataParallelE2E, APortInUseIsAClearError) {
+  LOOM_REQUIRE_GLOO();
+  int port = 0;
+  const int fd = bound_socket(INADDR_ANY, &port);
+  ASSERT_GE(fd, 0);
   ASSERT_EQ(listen(fd, 1), 0);
-  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
-  const int port = ntohs(addr.sin_port);
   auto dir = fresh_dir("dp-port");
   write_file(dir / "cfg.toml", causal_config(dir / "out", 2));
   auto r = train(dir / "cfg.toml", {"--nproc", "2"}, "MASTER_PORT=" + std::to_string(port));
@@ -306,15 +317,9 @@ TEST(DataParallelE2E, ARefusedOutputFolderEndsEveryLaunchedRankWithTheReason) {
   // (distributed_timeout_s = 60: a rank left waiting would end with a timeout message.)
   write_file(dir / "cfg.toml", causal_config(dir / "out", 2));
   RunFolderLock held(dir / "out");
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  int port = 0;
+  const int fd = bound_socket(INADDR_LOOPBACK, &port);
   ASSERT_GE(fd, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
-  const int port = ntohs(addr.sin_port);
   close(fd);  // free again for rank 0's store
   auto rank = [&](int r) {
     return "RANK=" + std::to_string(r) + " WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" +
