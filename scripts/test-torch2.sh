@@ -70,6 +70,20 @@ fi
 
 [ -f "$root/.loom-ready" ] || make_tree
 
+# A tree made before a package joined the list gets it now (apt inside the tree).
+missing=()
+for p in "${packages[@]}"; do
+  $sudo chroot "$root" dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+    missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "test-torch2: installing ${missing[*]} in the tree"
+  $sudo chroot "$root" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo chroot "$root" \
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  $sudo chroot "$root" apt-get clean
+fi
+
 # The build folder in the tree belongs to one checkout: ninja trusts file times, and another
 # checkout's files (a fresh clone, say) can be older than objects built from different code.
 # A checkout seen for the first time starts from an empty build folder (ccache keeps that
