@@ -12,8 +12,10 @@
 // built for 1.N or later.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -56,6 +58,22 @@ struct GeneratedSequence {
   GenerateResult result;
   std::int64_t new_tokens = 0;       // positions the sampler filled in (before any EOS cut)
   std::int64_t forward_passes = -1;  // forward passes this sequence took part in (-1: unknown)
+};
+#endif
+
+#if LOOM_SDK_TARGET_MINOR >= 4
+// SDK 1.4 (`trainer serve`). Watches the rows of a batch while Plugin::generate_batch_observed
+// samples them, e.g. to stream each step's state to a client.
+class GenerateObserver {
+ public:
+  virtual ~GenerateObserver() = default;
+  // After each step of row `row` (an index into the requests): `tokens` is the row's whole
+  // sequence now, the positions still to generate holding `mask_token_id`; `step` counts the
+  // row's steps from 1. Return false to stop the row: it takes no more steps and its result is
+  // the sequence as it stands (the caller drops it). Called on the thread that called the
+  // plugin; must not throw.
+  virtual bool on_step(std::size_t row, std::int64_t step, const std::vector<std::int64_t>& tokens,
+                       std::int64_t mask_token_id) = 0;
 };
 #endif
 
@@ -129,6 +147,30 @@ class Plugin {
       out.push_back(std::move(g));
     }
     return out;
+  }
+#endif
+
+#if LOOM_SDK_TARGET_MINOR >= 4
+  // --- SDK 1.4 -------------------------------------------------------------------------
+  // `trainer serve`: the keys of config_schema() that one request may set for itself (sampler
+  // settings such as "threshold"; not keys that shape the model or training). Default: none.
+  virtual std::vector<std::string> request_option_keys() const { return {}; }
+  // One request's settings (only keys of request_option_keys(), typed and range-checked by the
+  // host against the schema) applied over the plugin's configuration: throws
+  // std::invalid_argument naming the key for a combination the plugin refuses (e.g. two
+  // exclusive keys). Called before the request is queued, so a bad request fails alone.
+  virtual void check_request_options(const ConfigSection& /*options*/) const {}
+  // generate_batch where request i samples with the plugin's configuration overridden by
+  // options[i] (options.size() == requests.size()), telling `observer` (may be null) about
+  // every step. Each result must equal this call with its request (and options) alone.
+  // Default: generate_batch, which knows neither settings nor observer.
+  virtual std::vector<GeneratedSequence> generate_batch_observed(
+      ModelHandle& model, TokenizerHandle& tokenizer, const std::vector<GenerateRequest>& requests,
+      const std::vector<ConfigSection>& options, GenerateObserver* /*observer*/) {
+    for (const auto& o : options)
+      if (!o.values().empty())
+        throw std::invalid_argument("this plugin's sampler takes no per-request settings");
+    return generate_batch(model, tokenizer, requests, false);
   }
 #endif
 };

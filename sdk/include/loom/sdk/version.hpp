@@ -20,7 +20,7 @@
 #pragma once
 
 #define LOOM_SDK_ABI_MAJOR 1
-#define LOOM_SDK_ABI_MINOR 3
+#define LOOM_SDK_ABI_MINOR 4
 
 #ifndef LOOM_SDK_TARGET_MINOR
 #define LOOM_SDK_TARGET_MINOR LOOM_SDK_ABI_MINOR
@@ -39,4 +39,7 @@ inline constexpr int kMinorControlAndLoad = 2;  // Plugin::on_load, TrainerState
                                                 // cross_entropy with excluded ids, PluginAbi::compiler
 inline constexpr int kMinorCachedSampling = 3;  // KeyValueCache, ModelHandle::forward_caching/
                                                 // forward_cached, Plugin::generate_batch
+inline constexpr int kMinorModelsAndServing = 4;  // GenerateObserver, Plugin::request_option_keys/
+                                                  // check_request_options/generate_batch_observed
+                                                  // (`trainer serve`)
 }  // namespace loom::sdk
