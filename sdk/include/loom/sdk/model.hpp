@@ -9,6 +9,7 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -142,6 +143,20 @@ class ModelHandle {
                                      const at::Tensor& /*positions*/) {
     throw std::logic_error("this model handle has no key/value cache");
   }
+#endif
+#if LOOM_SDK_TARGET_MINOR >= 4
+  // SDK 1.4. What the loaded checkpoint says about itself, so that an objective takes from the
+  // model what the model fixes (a plugin's own config keys should still win).
+  // The layout's model_type as config.json spells it ("llama", "qwen2", "qwen3", "Dream",
+  // "llada"); empty for a model built from scratch.
+  virtual std::string model_type() const { return {}; }
+  // true when the logits at position i predict the token at i + 1 (Dream), false when they
+  // predict the token at i (LLaDA); nullopt when the layout does not fix it (autoregressive
+  // checkpoints, which an objective may or may not have converted).
+  virtual std::optional<bool> predicts_next_token() const { return std::nullopt; }
+  // The mask token id the model was trained with (LLaDA-8B: 126336; Dream's mask_token_id),
+  // or nullopt when the layout has none.
+  virtual std::optional<std::int64_t> native_mask_token_id() const { return std::nullopt; }
 #endif
 };
 

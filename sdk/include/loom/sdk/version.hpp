@@ -41,5 +41,6 @@ inline constexpr int kMinorCachedSampling = 3;  // KeyValueCache, ModelHandle::f
                                                 // forward_cached, Plugin::generate_batch
 inline constexpr int kMinorModelsAndServing = 4;  // GenerateObserver, Plugin::request_option_keys/
                                                   // check_request_options/generate_batch_observed
-                                                  // (`trainer serve`)
+                                                  // (`trainer serve`); ModelHandle::model_type/
+                                                  // predicts_next_token/native_mask_token_id
 }  // namespace loom::sdk
