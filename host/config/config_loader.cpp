@@ -290,6 +290,7 @@ TrainConfig parse_train_config(const std::string& toml_text, const std::string& 
   r.read("gradient_checkpointing", c.gradient_checkpointing);
   r.read("attn_implementation", c.attn_implementation, {"auto", "sdpa", "fused_cpu", "eager"});
   r.read("logging_steps", c.logging_steps, 1);
+  r.read("report_to", c.report_to);
   r.read("eval_steps", c.eval_steps, 0);
   r.read("eval_max_batches", c.eval_max_batches, 0);
   r.read("save_steps", c.save_steps, 0);
@@ -302,6 +303,19 @@ TrainConfig parse_train_config(const std::string& toml_text, const std::string& 
   r.also_known("datasets");
   for (const auto& t : kHostTables) r.also_known(t.c_str());
   if (c.optimizer != "adamw") c.optimizer = "adamw";  // Axolotl's spellings of the same thing
+  {
+    // transformers' values: "none" switches reporting off; every other integration (wandb,
+    // mlflow, ...) is a Python library loom does not have, so it is refused rather than ignored.
+    std::vector<std::string> wanted;
+    for (const auto& target : c.report_to) {
+      if (target == "none") continue;
+      if (target != "tensorboard")
+        r.fail(*root.get("report_to"), "report_to",
+               "entries must be \"tensorboard\" or \"none\" (got \"" + target + "\")");
+      if (std::find(wanted.begin(), wanted.end(), target) == wanted.end()) wanted.push_back(target);
+    }
+    c.report_to = wanted;
+  }
 
   if (const toml::table* m = root["model"].as_table()) read_model(*m, src, c.model);
   else if (root.contains("model")) r.fail(*root.get("model"), "model", "must be a table");

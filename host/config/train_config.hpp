@@ -58,6 +58,9 @@ struct TrainConfig {
   std::string attn_implementation = "auto";
 
   std::int64_t logging_steps = 1;
+  // Where logged values go besides metrics.jsonl (transformers' report_to): "tensorboard"
+  // writes event files under <output_dir>/runs/. Validated: only "tensorboard" and "none".
+  std::vector<std::string> report_to;
   std::int64_t eval_steps = 0;  // 0: evaluate only at the end (when there is an eval split)
   std::int64_t eval_max_batches = 0;  // 0: the whole eval split
   std::int64_t save_steps = 0;  // 0: save only at the end
