@@ -148,7 +148,8 @@ class ModelHandle {
   // SDK 1.4. What the loaded checkpoint says about itself, so that an objective takes from the
   // model what the model fixes (a plugin's own config keys should still win).
   // The layout's model_type as config.json spells it ("llama", "qwen2", "qwen3", "Dream",
-  // "llada"); empty for a model built from scratch.
+  // "llada"; "llama" too for a model built from scratch, which is saved in that layout); empty
+  // when the handle does not know.
   virtual std::string model_type() const { return {}; }
   // true when the logits at position i predict the token at i + 1 (Dream), false when they
   // predict the token at i (LLaDA); nullopt when the layout does not fix it (autoregressive
