@@ -47,6 +47,11 @@ class InstrumentedModelHandle : public sdk::ModelHandle {
                                                       sdk::ModelOutput* out) override;
   sdk::ModelOutput forward_cached(sdk::KeyValueCache& cache, const at::Tensor& input_ids,
                                   const at::Tensor& positions) override;
+  std::string model_type() const override { return inner_.model_type(); }
+  std::optional<bool> predicts_next_token() const override { return inner_.predicts_next_token(); }
+  std::optional<std::int64_t> native_mask_token_id() const override {
+    return inner_.native_mask_token_id();
+  }
 
   // Totals since construction. Wall-clock seconds; with CUDA they include only what the host
   // waited for.

@@ -52,20 +52,57 @@ torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos, con
 
 AttentionImpl::AttentionImpl(const ModelConfig& c)
     : heads_(c.num_attention_heads), kv_heads_(c.num_key_value_heads), head_dim_(c.head_dim()) {
-  auto lin = [](std::int64_t in, std::int64_t out) {
-    return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
+  auto lin = [](std::int64_t in, std::int64_t out, bool bias) {
+    return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
   };
-  q_proj = register_module("q_proj", lin(c.hidden_size, heads_ * head_dim_));
-  k_proj = register_module("k_proj", lin(c.hidden_size, kv_heads_ * head_dim_));
-  v_proj = register_module("v_proj", lin(c.hidden_size, kv_heads_ * head_dim_));
-  o_proj = register_module("o_proj", lin(heads_ * head_dim_, c.hidden_size));
+  q_proj = register_module("q_proj", lin(c.hidden_size, heads_ * head_dim_, c.attention_qkv_bias));
+  k_proj = register_module("k_proj", lin(c.hidden_size, kv_heads_ * head_dim_, c.attention_qkv_bias));
+  v_proj = register_module("v_proj", lin(c.hidden_size, kv_heads_ * head_dim_, c.attention_qkv_bias));
+  o_proj = register_module("o_proj", lin(heads_ * head_dim_, c.hidden_size, c.attention_output_bias));
+  if (c.qk_norm) {
+    q_norm = register_module("q_norm", RMSNorm(head_dim_, c.rms_norm_eps));
+    k_norm = register_module("k_norm", RMSNorm(head_dim_, c.rms_norm_eps));
+  }
+}
+
+torch::Tensor AttentionImpl::project_qkv(const torch::Tensor& x, bool few_rows) {
+  const bool bias = q_proj->bias.defined();
+  torch::Tensor qkv;
+  if (few_rows) {
+    qkv = torch::cat({F::linear(x, q_proj->weight, bias ? q_proj->bias : torch::Tensor()),
+                      F::linear(x, k_proj->weight, bias ? k_proj->bias : torch::Tensor()),
+                      F::linear(x, v_proj->weight, bias ? v_proj->bias : torch::Tensor())},
+                     -1);
+  } else {
+    // One matrix product for q, k and v (the parameters stay separate, as transformers names
+    // them; backward splits the gradient of the concatenation).
+    qkv = F::linear(x, torch::cat({q_proj->weight, k_proj->weight, v_proj->weight}, 0),
+                    bias ? torch::cat({q_proj->bias, k_proj->bias, v_proj->bias}, 0)
+                         : torch::Tensor());
+  }
+  if (!q_norm) return qkv;
+  // Qwen3: each head's query and key RMS-normalised over head_dim (one weight for all heads),
+  // before RoPE, so every attention path below sees normalised q and k.
+  auto lead = qkv.sizes().vec();
+  lead.pop_back();
+  auto per_head = [&](std::int64_t offset, std::int64_t heads, RMSNorm& norm) {
+    auto shape = lead;
+    shape.push_back(heads);
+    shape.push_back(head_dim_);
+    auto part = qkv.narrow(-1, offset * head_dim_, heads * head_dim_).reshape(shape);
+    auto flat = lead;
+    flat.push_back(heads * head_dim_);
+    return norm(part).reshape(flat);
+  };
+  auto q = per_head(0, heads_, q_norm);
+  auto k = per_head(heads_, kv_heads_, k_norm);
+  auto v = qkv.narrow(-1, (heads_ + kv_heads_) * head_dim_, kv_heads_ * head_dim_);
+  return torch::cat({q.to(qkv.scalar_type()), k.to(qkv.scalar_type()), v}, -1);
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const LayerInputs& in, LayerKeyValues* kv) {
   const auto B = x.size(0), S = x.size(1);
-  // One matrix product for q, k and v (the parameters stay separate, as transformers names
-  // them; backward splits the gradient of the concatenation).
-  auto qkv = F::linear(x, torch::cat({q_proj->weight, k_proj->weight, v_proj->weight}, 0));
+  auto qkv = project_qkv(x, /*few_rows=*/false);
   if (kv) {
     // For a cache; the fused kernel rotates its keys internally, so they are made again here.
     auto k = qkv.narrow(2, heads_ * head_dim_, kv_heads_ * head_dim_).view({B, S, kv_heads_, head_dim_});
@@ -257,8 +294,11 @@ void LlamaForCausalLMImpl::reset_parameters(std::uint64_t seed) {
   auto gen = at::detail::createCPUGenerator(seed);
   for (auto& kv : named_parameters()) {
     auto& p = kv.value();
-    if (kv.key().find("norm") != std::string::npos) {
+    const std::string& name = kv.key();
+    if (name.find("norm") != std::string::npos) {
       p.fill_(1.0);
+    } else if (name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0) {
+      p.zero_();  // q/k/v and o biases start at zero, as transformers initialises them
     } else {
       auto init = at::normal(0.0, config_.initializer_range, p.sizes(), gen);
       p.copy_(init);

@@ -85,8 +85,14 @@ class AttentionImpl : public torch::nn::Module {
                                const torch::Tensor& keys, const torch::Tensor& values);
 
  private:
+  // x [..., H] -> q, k, v side by side [..., (heads + 2 kv_heads) * D]: the projections with
+  // their biases (Qwen2, Dream) and q and k normalised per head (Qwen3), before RoPE. With
+  // `few_rows`, three products rather than one over concatenated weights.
+  torch::Tensor project_qkv(const torch::Tensor& x, bool few_rows);
+
   std::int64_t heads_, kv_heads_, head_dim_;
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  RMSNorm q_norm{nullptr}, k_norm{nullptr};  // Qwen3 only: over head_dim, shared by the heads
 };
 TORCH_MODULE(Attention);
 

@@ -72,11 +72,15 @@ torch::Tensor AttentionImpl::forward_cached(const torch::Tensor& x, const Cached
                                             const torch::Tensor& values) {
   const auto n = x.size(0);
   // Three products rather than one over concatenated weights: for few rows the copy of the
-  // weights would cost more than the products.
-  auto q = apply_rotary(F::linear(x, q_proj->weight).view({n, heads_, head_dim_}), in.cos, in.sin);
-  auto k =
-      apply_rotary(F::linear(x, k_proj->weight).view({n, kv_heads_, head_dim_}), in.cos, in.sin);
-  auto v = F::linear(x, v_proj->weight).view({n, kv_heads_, head_dim_});
+  // weights would cost more than the products. Biases and q/k norms as in forward().
+  auto qkv = project_qkv(x, /*few_rows=*/true);
+  auto q = apply_rotary(qkv.narrow(1, 0, heads_ * head_dim_).reshape({n, heads_, head_dim_}),
+                        in.cos, in.sin);
+  auto k = apply_rotary(
+      qkv.narrow(1, heads_ * head_dim_, kv_heads_ * head_dim_).reshape({n, kv_heads_, head_dim_}),
+      in.cos, in.sin);
+  auto v = qkv.narrow(1, (heads_ + kv_heads_) * head_dim_, kv_heads_ * head_dim_)
+               .reshape({n, kv_heads_, head_dim_});
   // First into the cache, so that the queries see their own new keys too (as forward would).
   keys.index_copy_(1, in.slots, k.transpose(0, 1).to(keys.scalar_type()));
   values.index_copy_(1, in.slots, v.transpose(0, 1).to(values.scalar_type()));

@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "errors.hpp"
+#include "io/layout_tensor_names.hpp"
 #include "io/tensor_io.hpp"
 #include "model/fused_cross_entropy.hpp"
 #include "model/kv_cache.hpp"
@@ -79,8 +80,16 @@ at::Tensor LlamaModelHandle::cross_entropy_excluding(const at::Tensor& hidden,
 
 std::vector<std::pair<std::string, at::Tensor>> LlamaModelHandle::named_parameters() {
   std::vector<std::pair<std::string, at::Tensor>> out;
-  for (const auto& kv : model_->named_parameters()) out.emplace_back(kv.key(), kv.value().detach());
+  for (const auto& kv : model_->named_parameters())
+    out.emplace_back(stored_tensor_name(model_->config().model_type, kv.key()), kv.value().detach());
   return out;
+}
+
+std::optional<bool> LlamaModelHandle::predicts_next_token() const {
+  const std::string& type = model_->config().model_type;
+  if (type == "Dream") return true;
+  if (type == "llada") return false;
+  return std::nullopt;
 }
 
 void LlamaModelHandle::save_tensors(const std::string& file,

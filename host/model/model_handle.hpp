@@ -27,7 +27,8 @@ class LlamaModelHandle : public sdk::ModelHandle {
                            at::Tensor* argmax) override;
   at::Tensor cross_entropy_excluding(const at::Tensor& hidden, const at::Tensor& targets,
                                      const at::Tensor& exclude_ids, at::Tensor* argmax) override;
-  // SDK 1.2: the checkpoint's names (named_weights), the host's safetensors reader and writer.
+  // SDK 1.2: the checkpoint's names (named_weights: the layout's stored names), the host's
+  // safetensors reader and writer.
   std::vector<std::pair<std::string, at::Tensor>> named_parameters() override;
   void save_tensors(const std::string& file,
                     const std::vector<std::pair<std::string, at::Tensor>>& tensors) override;
@@ -41,6 +42,13 @@ class LlamaModelHandle : public sdk::ModelHandle {
                                                       sdk::ModelOutput* out) override;
   sdk::ModelOutput forward_cached(sdk::KeyValueCache& cache, const at::Tensor& input_ids,
                                   const at::Tensor& positions) override;
+  // SDK 1.4: from the checkpoint's layout (ModelConfig::model_type, mask_token_id): Dream
+  // predicts the next token, LLaDA the token at the same position; other layouts do not say.
+  std::string model_type() const override { return model_->config().model_type; }
+  std::optional<bool> predicts_next_token() const override;
+  std::optional<std::int64_t> native_mask_token_id() const override {
+    return model_->config().mask_token_id;
+  }
 
   LlamaForCausalLM& model() { return model_; }
   // Hidden rows sent through the output matrix so far (project() and cross_entropy()):

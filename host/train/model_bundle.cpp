@@ -6,6 +6,7 @@
 #include "errors.hpp"
 #include "train/memory_estimate.hpp"
 #include "io/hf_config.hpp"
+#include "io/layout_tensor_names.hpp"
 #include "io/tensor_io.hpp"
 #include "tokenizer/byte_tokenizer.hpp"
 #include "tokenizer/tokenizer_loader.hpp"
@@ -51,7 +52,9 @@ torch::Device resolve_device(const std::string& device) {
 
 std::vector<std::pair<std::string, torch::Tensor>> named_weights(LlamaForCausalLM& model) {
   std::vector<std::pair<std::string, torch::Tensor>> out;
-  for (const auto& kv : model->named_parameters()) out.emplace_back(kv.key(), kv.value());
+  const std::string& layout = model->config().model_type;
+  for (const auto& kv : model->named_parameters())
+    out.emplace_back(stored_tensor_name(layout, kv.key()), kv.value());
   return out;
 }
 
@@ -95,7 +98,12 @@ ModelBundle build_model_bundle(const TrainConfig& cfg, const fs::path& weights_d
   LlamaForCausalLM model(mc);
   if (!hf_dir.empty()) {
     LoadOptions opt;
-    if (mc.tie_word_embeddings) opt.allow_missing.insert("lm_head.weight");
+    // A tied model has no output matrix of its own; an exporter may have written one anyway.
+    if (mc.tie_word_embeddings) {
+      opt.allow_missing.insert(stored_tensor_name(mc.model_type, "lm_head.weight"));
+      if (mc.model_type != "llama")
+        opt.allow_unexpected.insert(stored_tensor_name(mc.model_type, "lm_head.weight"));
+    }
     load_into(hf_dir, named_weights(model), opt);
   } else {
     model->reset_parameters(cfg.seed);

@@ -29,7 +29,8 @@ torch::Device resolve_device(const std::string& device);
 ModelBundle build_model_bundle(const TrainConfig& config, const std::filesystem::path& weights_dir,
                                PluginSet& plugins, bool training = true);
 
-// HF names and tensors to save (the output matrix is omitted when tied, as transformers does).
+// The tensors to save, under the names of the model's layout (io/layout_tensor_names.hpp; the
+// output matrix is omitted when tied, as transformers does).
 std::vector<std::pair<std::string, torch::Tensor>> named_weights(LlamaForCausalLM& model);
 
 }  // namespace loom

@@ -168,7 +168,7 @@ TEST_F(HfConfig, ANumberOutOfRangeIsAnErrorNamingTheFile) {
   }
 }
 
-TEST_F(HfConfig, NonLlamaModelTypeIsRefused) {
+TEST_F(HfConfig, UnsupportedModelTypeIsRefusedListingTheSupportedOnes) {
   const std::filesystem::path file = write_config({{"model_type", "mistral"}});
   try {
     read_hf_config(file);
@@ -176,7 +176,7 @@ TEST_F(HfConfig, NonLlamaModelTypeIsRefused) {
   } catch (const UserError& e) {
     EXPECT_EQ(std::string(e.what()),
               "model_type 'mistral' in " + file.string() +
-                  " is not supported; loom loads Llama-family models (model_type = llama)");
+                  " is not supported; loom loads model_type llama, qwen2, qwen3, Dream and llada");
   }
 }
 
