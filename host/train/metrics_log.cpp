@@ -29,10 +29,12 @@ MetricsLog::MetricsLog(const std::filesystem::path& dir, std::int64_t resume_ste
   write_file_durably(path_, keep);
 }
 
+double MetricsLog::rounded_epoch(double epoch) { return std::round(epoch * 1e4) / 1e4; }
+
 void MetricsLog::write(std::int64_t step, double epoch, const std::map<std::string, double>& values) {
   nlohmann::json j;
   j["step"] = step;
-  j["epoch"] = std::round(epoch * 1e4) / 1e4;
+  j["epoch"] = rounded_epoch(epoch);
   for (const auto& [k, v] : values) {
     if (std::isfinite(v)) j[k] = v;
     else j[k] = nullptr;  // JSON has no NaN; null says "not a number" honestly

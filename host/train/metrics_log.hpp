@@ -14,6 +14,8 @@ class MetricsLog {
   MetricsLog(const std::filesystem::path& dir, std::int64_t resume_step);
   void write(std::int64_t step, double epoch, const std::map<std::string, double>& values);
   const std::filesystem::path& path() const { return path_; }
+  // The epoch as written (4 decimals), for other logs of the same values.
+  static double rounded_epoch(double epoch);
 
  private:
   std::filesystem::path path_;

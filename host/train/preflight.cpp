@@ -4,6 +4,7 @@
 
 #include "errors.hpp"
 #include "model/llama_model.hpp"
+#include "report/tensorboard_log.hpp"
 #include "train/model_bundle.hpp"
 
 namespace loom {
@@ -16,6 +17,8 @@ void check_run_inputs(const TrainConfig& cfg) {
     if (!std::filesystem::exists(d.path)) throw UserError("dataset " + d.path + ": file not found");
   if (!cfg.base_model.empty() && !std::filesystem::exists(std::filesystem::path(cfg.base_model) / "config.json"))
     throw UserError("base_model " + cfg.base_model + ": config.json not found");
+  for (const auto& target : cfg.report_to)
+    if (target == "tensorboard") TensorBoardLog::check_folder(cfg.output_dir);
 }
 
 }  // namespace loom

@@ -56,7 +56,7 @@ RunFolderLock::~RunFolderLock() {
 }
 
 void prepare_fresh_run_folder(const fs::path& dir, bool overwrite) {
-  static const std::regex run_entry(R"((checkpoint-[0-9]+|final)(\.tmp|\.old)?|metrics\.jsonl|samples\.jsonl)");
+  static const std::regex run_entry(R"((checkpoint-[0-9]+|final)(\.tmp|\.old)?|metrics\.jsonl|samples\.jsonl|runs)");
   std::vector<fs::path> found;
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return;

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -153,6 +154,12 @@ std::int64_t Trainer::global_batch_rows() const {
 
 double Trainer::epoch_at(std::int64_t step) const {
   return double(step) / double(train_source().windows_per_epoch());
+}
+
+void Trainer::log_values(std::int64_t step, const sdk::Metrics& values) {
+  const double epoch = MetricsLog::rounded_epoch(epoch_at(step));
+  if (log_) log_->write(step, epoch, values);
+  if (tensorboard_) tensorboard_->write(step, epoch, values);
 }
 
 sdk::StepContext Trainer::context(std::int64_t step, bool training) const {
@@ -338,7 +345,16 @@ void Trainer::write_final(std::int64_t step) {
 int Trainer::run() {
   const bool main_process = opt_.rank == 0;
   fs::create_directories(cfg_.output_dir);
-  if (main_process) log_ = std::make_unique<MetricsLog>(cfg_.output_dir, opt_.resume ? start_step_ : -1);
+  if (main_process) {
+    // The event file first: a runs/ folder that cannot be written stops the run before
+    // metrics.jsonl is touched.
+    const bool tensorboard = std::find(cfg_.report_to.begin(), cfg_.report_to.end(),
+                                       "tensorboard") != cfg_.report_to.end();
+    if (tensorboard)
+      tensorboard_ = std::make_unique<TensorBoardLog>(cfg_.output_dir, opt_.resume ? start_step_ : -1,
+                                                      cfg_.resolved_toml);
+    log_ = std::make_unique<MetricsLog>(cfg_.output_dir, opt_.resume ? start_step_ : -1);
+  }
   std::int64_t params = 0;
   for (const auto& p : parameters()) params += p.numel();
   if (main_process) {
@@ -386,7 +402,7 @@ int Trainer::run() {
       if (dp_.active()) m["train/allreduce_s"] = acc_comm / double(acc_n);  // this rank's
       for (const auto& [k, v] : acc_metrics)
         if (k != "loss") m["train/" + k] = v / double(acc_n);
-      if (log_) log_->write(done, epoch_at(done), m);
+      log_values(done, m);
       for (const auto& [k, v] : m) last_metrics_[k] = v;
       acc_loss = acc_norm = acc_secs = acc_comm = 0, acc_tokens = acc_n = 0;
       acc_metrics.clear();
@@ -397,13 +413,14 @@ int Trainer::run() {
       plugins_.on_step_end(s);
       take_requests(s);
     }
+    if (tensorboard_) tensorboard_->add_new_samples();  // what on_step_end wrote (diffusion)
     agree_on_requests(done);
     evaluated_last = false;
     const bool eval_due = cfg_.eval_steps > 0 && done % cfg_.eval_steps == 0;
     if (data_.eval && (eval_due || requested_.evaluate)) {
       auto m = evaluate(done);  // its on_evaluate may ask to stop (early stopping) or save
       agree_on_requests(done);
-      if (log_) log_->write(done, epoch_at(done), m);
+      log_values(done, m);
       for (const auto& [k, v] : m) last_metrics_[k] = v;
       if (main_process) bar.message("eval at step " + std::to_string(done) + ": loss " + std::to_string(m["eval/loss"]));
       evaluated_last = true;
@@ -431,7 +448,7 @@ int Trainer::run() {
   // The end, reached or asked for by a callback: evaluation, the last checkpoint, final/.
   if (data_.eval && !evaluated_last) {
     auto m = evaluate(last_step);
-    if (log_) log_->write(last_step, epoch_at(last_step), m);
+    log_values(last_step, m);
     for (const auto& [k, v] : m) last_metrics_[k] = v;
     if (main_process) spdlog::info("eval at step {}: loss {:.4f}", last_step, m["eval/loss"]);
   }
@@ -441,6 +458,7 @@ int Trainer::run() {
     auto s = state(last_step);
     plugins_.on_train_end(s);
   }
+  if (tensorboard_) tensorboard_->add_new_samples();
   if (main_process)
     spdlog::info("done: {}/final (Hugging Face folder), metrics in {}/metrics.jsonl", cfg_.output_dir,
                  cfg_.output_dir);

@@ -12,6 +12,7 @@
 #include "data/training_data.hpp"
 #include "distributed/data_parallel.hpp"
 #include "plugins/plugin_set.hpp"
+#include "report/tensorboard_log.hpp"
 #include "train/adamw.hpp"
 #include "train/checkpoint.hpp"
 #include "train/lr_schedule.hpp"
@@ -86,6 +87,8 @@ class Trainer {
   sdk::StepContext context(std::int64_t step, bool training) const;
   sdk::TrainerState state(std::int64_t step);
   double epoch_at(std::int64_t step) const;
+  // One line of metrics.jsonl, and the same values to TensorBoard when reported to.
+  void log_values(std::int64_t step, const sdk::Metrics& values);
   std::int64_t global_batch_rows() const;  // micro batch x accumulation x world size
   std::vector<torch::Tensor> parameters();
   const BatchSource& train_source() const;
@@ -102,6 +105,7 @@ class Trainer {
   std::unique_ptr<AdamW> optimizer_;
   std::unique_ptr<LrSchedule> schedule_;
   std::unique_ptr<MetricsLog> log_;
+  std::unique_ptr<TensorBoardLog> tensorboard_;  // report_to = ["tensorboard"], rank 0
   std::int64_t start_step_ = 0, total_steps_ = 0;
   sdk::Metrics last_metrics_;
   struct Requests {
