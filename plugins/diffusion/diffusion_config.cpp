@@ -36,13 +36,14 @@ std::vector<ConfigKey> build_schema() {
                "mask and predict EOS like other labelled tokens (LLaDA SFT: the model learns where "
                "answers end, for stop_at_eos); false: never masked (Axolotl)"),
       key_int("mask_token_id", std::nullopt,
-              "id of the mask token (must be < vocab size, not pad/eos); unset: use mask_token_str",
+              "id of the mask token (must be < vocab size, not pad/eos); unset: the checkpoint's own "
+              "(LLaDA, Dream), else mask_token_str",
               0),
       key_string("mask_token_str", "<|diffusion_mask|>",
                  "mask token text; resolved in the tokenizer, or added as a special token"),
       key_bool("logit_shift", std::nullopt,
-               "predict token i from position i-1 (AR-initialised models); unset: shift iff "
-               "base_model is set"),
+               "predict token i from position i-1 (AR-initialised models); unset: as the checkpoint's "
+               "layout says (LLaDA: no, Dream: yes), else shift iff base_model is set"),
       key_bool("generate_samples", true, "print and record sample generations during training"),
       key_int("generation_interval", 100, "optimizer steps between sample generations", 1, 1e12),
       key_int("num_generation_samples", 3, "sequences generated each time", 1, 64),

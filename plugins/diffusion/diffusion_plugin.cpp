@@ -34,6 +34,10 @@ void DiffusionPlugin::on_model_loaded(sdk::ModelHandle& model, sdk::TokenizerHan
   // A trained checkpoint loaded for sampling or evaluation must already have its mask token:
   // a new one would be an untrained row.
   const bool inference = run_.command == "generate" || run_.command == "eval";
+  // A checkpoint whose layout fixes where its logits point (LLaDA: the same position, Dream:
+  // the next one) decides the shift, unless logit_shift is set.
+  if (!config_.logit_shift)
+    if (const std::optional<bool> next = model.predicts_next_token()) logit_shift_ = *next;
   mask_ = resolve_mask_token(config_, model, tokenizer, /*allow_add=*/!inference);
   std::vector<bool> excluded = excluded_token_ids(tokenizer, model.vocab_size(), mask_.id);
 

@@ -35,6 +35,18 @@ MaskToken resolve_mask_token(const DiffusionConfig& config, sdk::ModelHandle& mo
     check_not_reserved(id, tokenizer, "mask_token_id");
     return {id, false};
   }
+  // A checkpoint trained with a mask token of its own (LLaDA, Dream) names it; the model's
+  // rows for other tokens would be untrained.
+  if (const std::optional<std::int64_t> native = model.native_mask_token_id()) {
+    const std::int64_t id = *native;
+    if (id < 0 || id >= model.vocab_size())
+      throw std::invalid_argument("[diffusion] the checkpoint's mask_token_id = " +
+                                  std::to_string(id) + " is outside its vocabulary of " +
+                                  std::to_string(model.vocab_size()) +
+                                  " tokens; set mask_token_id in [diffusion]");
+    check_not_reserved(id, tokenizer, "the checkpoint's mask_token_id");
+    return {id, false};
+  }
 
   MaskToken token;
   if (auto known = tokenizer.token_to_id(config.mask_token_str)) {

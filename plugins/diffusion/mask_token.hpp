@@ -17,9 +17,11 @@ struct MaskToken {
 
 // 1. mask_token_id, when set: must be < the model's vocabulary size and differ from the
 //    pad/eos/bos ids (std::invalid_argument naming mask_token_id otherwise);
-// 2. else mask_token_str, when the tokenizer knows it (the model grows if the tokenizer is
+// 2. else the model's own mask token (sdk::ModelHandle::native_mask_token_id: LLaDA, Dream),
+//    checked like mask_token_id;
+// 3. else mask_token_str, when the tokenizer knows it (the model grows if the tokenizer is
 //    larger, e.g. a tokenizer saved with the token next to an older model);
-// 3. else, when `allow_add`, mask_token_str is added as a special token and the model's
+// 4. else, when `allow_add`, mask_token_str is added as a special token and the model's
 //    embedding and output matrices grow to the tokenizer's size (new rows: the host's
 //    initialisation, the mean row); without `allow_add` (a trained checkpoint loaded for
 //    generate/eval) std::invalid_argument naming mask_token_str, nothing changed.

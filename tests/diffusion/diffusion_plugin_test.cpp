@@ -80,6 +80,49 @@ TEST(DiffusionPlugin, UsesAnExplicitOrKnownMaskToken) {
   EXPECT_EQ(by_str->mask_token_id(), '~');
 }
 
+// A checkpoint that fixes its mask token and where its logits point (SDK 1.4: LLaDA, Dream).
+class NativeModel : public TinyModel {
+ public:
+  NativeModel(std::int64_t mask, bool next) : TinyModel(300, 8, 32), mask_(mask), next_(next) {}
+  std::optional<bool> predicts_next_token() const override { return next_; }
+  std::optional<std::int64_t> native_mask_token_id() const override { return mask_; }
+
+ private:
+  std::int64_t mask_;
+  bool next_;
+};
+
+TEST(DiffusionPlugin, TakesMaskTokenAndShiftFromTheModelUnlessSet) {
+  ByteTokenizer tok;
+  sdk::RunInfo with_base;
+  with_base.base_model = "some/folder";  // alone it would mean: shift
+  NativeModel llada(290, /*next=*/false);
+  auto plugin = make_plugin({}, with_base);
+  plugin->on_model_loaded(llada, tok);
+  EXPECT_EQ(plugin->mask_token_id(), 290);
+  EXPECT_FALSE(plugin->logit_shift());
+  EXPECT_EQ(tok.vocab_size(), 259) << "no token added";
+  EXPECT_EQ(llada.resize_calls, 0);
+
+  NativeModel dream(291, /*next=*/true);
+  auto from_scratch = make_plugin();  // alone it would mean: no shift
+  from_scratch->on_model_loaded(dream, tok);
+  EXPECT_EQ(from_scratch->mask_token_id(), 291);
+  EXPECT_TRUE(from_scratch->logit_shift());
+
+  // The user's keys win.
+  auto user = make_plugin({{"mask_token_id", std::int64_t{299}}, {"logit_shift", true}}, with_base);
+  user->on_model_loaded(llada, tok);
+  EXPECT_EQ(user->mask_token_id(), 299);
+  EXPECT_TRUE(user->logit_shift());
+
+  // A native id the model cannot hold, or a reserved one, is refused.
+  NativeModel outside(300, false), eos(ByteTokenizer::kEos, false);
+  EXPECT_NE(error_of([&] { make_plugin()->on_model_loaded(outside, tok); }).find("mask_token_id = 300"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { make_plugin()->on_model_loaded(eos, tok); }).find("eos"), std::string::npos);
+}
+
 TEST(DiffusionPlugin, BadMaskTokenIdIsAnErrorNamingTheKey) {
   ByteTokenizer tok;
   TinyModel model(260, 8, 32);
