@@ -206,7 +206,8 @@ sdk::ModelOutput forward_each_row(sdk::ModelHandle& model, const std::vector<Row
 
 std::vector<at::Tensor> ReverseSampler::run_batch(sdk::ModelHandle& model,
                                                   const std::vector<SamplerRow>& rows,
-                                                  std::vector<SamplerTrace>* traces) const {
+                                                  std::vector<SamplerTrace>* traces,
+                                                  const StepObserver& observe) const {
   at::NoGradGuard no_grad;
   EvalModeScope eval_mode(model);
   const SamplerOptions& o = options_;
@@ -437,6 +438,11 @@ std::vector<at::Tensor> ReverseSampler::run_batch(sdk::ModelHandle& model,
       step.revealed.assign(p.data_ptr<std::int64_t>(), p.data_ptr<std::int64_t>() + p.numel());
       r.trace.steps.push_back(std::move(step));
       if (o.stop_at_eos) finish_at_eos(r, mask_id, o.eos_token_id);
+      if (observe && !observe(static_cast<std::size_t>(&r - state.data()),
+                              static_cast<std::int64_t>(r.trace.steps.size()), r.x)) {
+        r.trace.cancelled = !r.finished;
+        r.finished = true;
+      }
       advance(r, dynamic, mask_id);
     }
   }

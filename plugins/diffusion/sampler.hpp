@@ -53,6 +53,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <vector>
 
@@ -106,6 +107,7 @@ struct SamplerTrace {
   // stop_at_eos: index among the generated (initially masked) positions of the EOS that ended
   // the row; -1 when none did.
   std::int64_t stopped_at = -1;
+  bool cancelled = false;  // the step observer stopped the row before it was filled
 };
 
 // LLaDA's get_num_transfer_tokens for one block: `steps` counts summing to `masked`.
@@ -125,8 +127,13 @@ class ReverseSampler {
   // Every row as run() would alone with its steps, temperature, block length and seed (the
   // options' own are ignored). Returns one filled [S_b] CPU tensor per row; `traces`, when
   // given, receives one trace per row.
+  // `observe`, when given, is called after each step of a row with the row's index, its step
+  // count (from 1) and its sequence [S] (CPU) as it now stands; returning false stops that row
+  // (it takes no more steps; the other rows are unaffected, as when a row stops at EOS).
+  using StepObserver = std::function<bool(std::size_t row, std::int64_t step, const at::Tensor& x)>;
   std::vector<at::Tensor> run_batch(sdk::ModelHandle& model, const std::vector<SamplerRow>& rows,
-                                    std::vector<SamplerTrace>* traces = nullptr) const;
+                                    std::vector<SamplerTrace>* traces = nullptr,
+                                    const StepObserver& observe = nullptr) const;
 
   const SamplerOptions& options() const { return options_; }
 

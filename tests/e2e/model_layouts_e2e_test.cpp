@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <regex>
 #include <set>
 
@@ -76,6 +77,14 @@ TEST(ModelLayoutsE2E, GenerateOnLladaUsesItsMaskTokenAndNoShift) {
                               "diffusion.logit_shift=true"});
   ASSERT_EQ(shifted.exit_code, 0) << shifted.output;
   EXPECT_EQ(masked_count(shifted.output), std::make_pair(5, 6)) << shifted.output;
+  // trainer eval scores the folder with the diffusion bound.
+  write_file(dir / "data.jsonl", "{\"text\": \"Ada went to the park with three red apples.\"}\n");
+  auto e = run_trainer({"eval", "--checkpoint", dir.string(), "--plugin", kPlugin, "--data",
+                        (dir / "data.jsonl").string(), "--mc-samples", "2"});
+  ASSERT_EQ(e.exit_code, 0) << e.output;
+  auto j = nlohmann::json::parse(e.output.substr(e.output.find('{')));
+  EXPECT_GT(j["nll_bound_per_token"].get<double>(), 0.0) << e.output;
+  EXPECT_EQ(j["mc_samples"], 2);
 }
 
 TEST(ModelLayoutsE2E, GenerateOnDreamUsesItsMaskTokenAndTheShift) {

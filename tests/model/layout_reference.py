@@ -40,8 +40,10 @@ def rot(x):
 
 def layout(kind):
     """(config.json dict, {stored name: shape}, names of norms, a function name -> role)."""
-    if kind in ("qwen2", "Dream", "qwen3"):
-        qwen3 = kind == "qwen3"
+    if kind in ("qwen2", "Dream", "qwen3", "qwen3_bias"):
+        qwen3 = kind.startswith("qwen3")
+        bias3 = kind == "qwen3_bias"  # Qwen3's attention_bias: q, k, v and o biases
+        kind = "qwen3" if qwen3 else kind
         hd = 8 if qwen3 else H // NH  # Qwen3: head_dim 8 while hidden / heads = 4
         vocab = 40
         cfg = {"model_type": kind, "hidden_size": H, "intermediate_size": FF,
@@ -53,7 +55,7 @@ def layout(kind):
                "bos_token_id": 1, "eos_token_id": 2, "attention_dropout": 0.0,
                "initializer_range": 0.02, "use_cache": True, "transformers_version": "4.51.0"}
         if qwen3:
-            cfg.update({"head_dim": hd, "attention_bias": False, "architectures": ["Qwen3ForCausalLM"]})
+            cfg.update({"head_dim": hd, "attention_bias": bias3, "architectures": ["Qwen3ForCausalLM"]})
         elif kind == "Dream":
             cfg.update({"mask_token_id": 37, "pad_token_id": 2, "architectures": ["DreamModel"],
                         "auto_map": {"AutoConfig": "configuration_dream.DreamConfig",
@@ -72,7 +74,9 @@ def layout(kind):
                            p + "mlp.down_proj.weight": (H, FF)})
             if qwen3:
                 shapes.update({p + "self_attn.q_norm.weight": (hd,), p + "self_attn.k_norm.weight": (hd,)})
-            else:
+            if bias3:
+                shapes[p + "self_attn.o_proj.bias"] = (H,)
+            if not qwen3 or bias3:
                 shapes.update({p + "self_attn.q_proj.bias": (NH * hd,), p + "self_attn.k_proj.bias": (KV * hd,),
                                p + "self_attn.v_proj.bias": (KV * hd,)})
         return cfg, shapes
@@ -149,7 +153,7 @@ def forward(kind, cfg, W, ids, pos, seg, causal):
         q = lin(h, qn + ".weight", qn + ".bias").view(B, S, NH, hd)
         k = lin(h, kn + ".weight", kn + ".bias").view(B, S, KV, hd)
         v = lin(h, vn + ".weight", vn + ".bias").view(B, S, KV, hd)
-        if kind == "qwen3":  # per head, over head_dim, before RoPE
+        if kind.startswith("qwen3"):  # per head, over head_dim, before RoPE
             q = rms(q, get(p + "self_attn.q_norm.weight"), eps)
             k = rms(k, get(p + "self_attn.k_norm.weight"), eps)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
@@ -158,7 +162,7 @@ def forward(kind, cfg, W, ids, pos, seg, causal):
         a = (q @ k.transpose(-1, -2)) / math.sqrt(hd)
         a = a.masked_fill(~allowed[:, None], float("-inf")).softmax(-1)
         o = (a @ v).transpose(1, 2).reshape(B, S, NH * hd)
-        x = x + lin(o, on + ".weight")
+        x = x + lin(o, on + ".weight", on + ".bias")
         h = rms(x, get(n2), eps)
         x = x + lin(torch.nn.functional.silu(lin(h, gate + ".weight")) * lin(h, up + ".weight"),
                     down + ".weight")
@@ -195,7 +199,8 @@ def emit(name, t):
     print(f"const std::vector<double> {name} = {{{vals}}};")
 
 
-for kind, ident in (("qwen2", "kQwen2"), ("qwen3", "kQwen3"), ("Dream", "kDream"), ("llada", "kLlada")):
+for kind, ident in (("qwen2", "kQwen2"), ("qwen3", "kQwen3"), ("qwen3_bias", "kQwen3Bias"),
+                    ("Dream", "kDream"), ("llada", "kLlada")):
     cfg, shapes = layout(kind)
     W = weights(shapes)
     print(f"const std::string {ident}Config = {cpp_string(json.dumps(cfg, indent=2))};")

@@ -132,6 +132,76 @@ const std::vector<double> kQwen3CausalPacked_rowsums = {1.739595979, 1.972315778
 const std::vector<double> kQwen3BidirectionalUnpadded_r0p4 = {0.0388658798, 0.3217815315, 0.5466503905, 0.7026699983, 0.7808638699, 0.7250605584, 0.5996420729, 0.4032121725, 0.1533938344, -0.1485046722, -0.4366552266, -0.6489950874, -0.7462844598, -0.8000686668, -0.7109060571, -0.5271231172, -0.3334496849, -0.01739046951, 0.2815043129, 0.4792660496, 0.6646434368, 0.765552245, 0.7613400396, 0.6471856509, 0.4739437203, 0.2332487979, -0.06494018863, -0.3290930863, -0.529108836, -0.7186162806, -0.7748434419, -0.7399365219, -0.5912799286, -0.3771378637, -0.1578287857, 0.1445128074, 0.419113672, 0.6364533912, 0.7622307421, 0.7436118005};
 const std::vector<double> kQwen3BidirectionalUnpadded_r1p7 = {-0.1633777615, 0.07125790531, 0.29226339, 0.4874552932, 0.6156912598, 0.6368567548, 0.5998534966, 0.4913782913, 0.3289415352, 0.08817772295, -0.173778591, -0.4135964992, -0.5619276247, -0.6624838727, -0.661513183, -0.57214173, -0.4734363613, -0.2325993569, 0.02948659157, 0.2322332059, 0.4351870424, 0.5772327449, 0.6485163695, 0.6146865038, 0.5500564373, 0.3957592084, 0.1438865152, -0.08605917424, -0.2760500259, -0.493765582, -0.613330572, -0.6639014053, -0.596921869, -0.471887045, -0.3304364016, -0.08327660665, 0.1575652269, 0.3881327241, 0.5682379135, 0.6256853444};
 const std::vector<double> kQwen3BidirectionalUnpadded_rowsums = {2.227668482, 2.07294254, 0.7407960208, -0.3035056014, 2.632584599, 2.664216208, -1.552404157, 1.657062956, 1.599620967, 2.798228032, 3.622552914, -0.2237288197};
+const std::string kQwen3BiasConfig = R"json({
+  "model_type": "qwen3",
+  "hidden_size": 16,
+  "intermediate_size": 24,
+  "num_hidden_layers": 2,
+  "num_attention_heads": 4,
+  "num_key_value_heads": 2,
+  "vocab_size": 40,
+  "max_position_embeddings": 64,
+  "rms_norm_eps": 1e-06,
+  "rope_theta": 500.0,
+  "hidden_act": "silu",
+  "tie_word_embeddings": false,
+  "torch_dtype": "bfloat16",
+  "use_sliding_window": false,
+  "sliding_window": 4096,
+  "max_window_layers": 28,
+  "bos_token_id": 1,
+  "eos_token_id": 2,
+  "attention_dropout": 0.0,
+  "initializer_range": 0.02,
+  "use_cache": true,
+  "transformers_version": "4.51.0",
+  "head_dim": 8,
+  "attention_bias": true,
+  "architectures": [
+    "Qwen3ForCausalLM"
+  ]
+})json";
+const std::vector<StoredTensor> kQwen3BiasTensors = {
+    {"lm_head.weight", {40, 16}, false},
+    {"model.embed_tokens.weight", {40, 16}, false},
+    {"model.layers.0.input_layernorm.weight", {16}, true},
+    {"model.layers.0.mlp.down_proj.weight", {16, 24}, false},
+    {"model.layers.0.mlp.gate_proj.weight", {24, 16}, false},
+    {"model.layers.0.mlp.up_proj.weight", {24, 16}, false},
+    {"model.layers.0.post_attention_layernorm.weight", {16}, true},
+    {"model.layers.0.self_attn.k_norm.weight", {8}, true},
+    {"model.layers.0.self_attn.k_proj.bias", {16}, false},
+    {"model.layers.0.self_attn.k_proj.weight", {16, 16}, false},
+    {"model.layers.0.self_attn.o_proj.bias", {16}, false},
+    {"model.layers.0.self_attn.o_proj.weight", {16, 32}, false},
+    {"model.layers.0.self_attn.q_norm.weight", {8}, true},
+    {"model.layers.0.self_attn.q_proj.bias", {32}, false},
+    {"model.layers.0.self_attn.q_proj.weight", {32, 16}, false},
+    {"model.layers.0.self_attn.v_proj.bias", {16}, false},
+    {"model.layers.0.self_attn.v_proj.weight", {16, 16}, false},
+    {"model.layers.1.input_layernorm.weight", {16}, true},
+    {"model.layers.1.mlp.down_proj.weight", {16, 24}, false},
+    {"model.layers.1.mlp.gate_proj.weight", {24, 16}, false},
+    {"model.layers.1.mlp.up_proj.weight", {24, 16}, false},
+    {"model.layers.1.post_attention_layernorm.weight", {16}, true},
+    {"model.layers.1.self_attn.k_norm.weight", {8}, true},
+    {"model.layers.1.self_attn.k_proj.bias", {16}, false},
+    {"model.layers.1.self_attn.k_proj.weight", {16, 16}, false},
+    {"model.layers.1.self_attn.o_proj.bias", {16}, false},
+    {"model.layers.1.self_attn.o_proj.weight", {16, 32}, false},
+    {"model.layers.1.self_attn.q_norm.weight", {8}, true},
+    {"model.layers.1.self_attn.q_proj.bias", {32}, false},
+    {"model.layers.1.self_attn.q_proj.weight", {32, 16}, false},
+    {"model.layers.1.self_attn.v_proj.bias", {16}, false},
+    {"model.layers.1.self_attn.v_proj.weight", {16, 16}, false},
+    {"model.norm.weight", {16}, true},
+};
+const std::vector<double> kQwen3BiasCausalPacked_r0p4 = {-0.03010397597, -0.1286322599, -0.1755073026, -0.18852065, -0.2159953342, -0.1767744216, -0.1334737553, -0.08031943518, -0.00700393551, 0.08474595279, 0.164147038, 0.1805493533, 0.1741290881, 0.2093255275, 0.154681611, 0.09006553636, 0.02939601405, -0.06703103735, -0.1307636771, -0.1359551789, -0.1794855584, -0.2177272832, -0.2039211333, -0.1620241337, -0.07944433737, -0.01289706832, 0.05089328414, 0.1172873375, 0.1621666216, 0.2071915877, 0.1976939326, 0.1772346677, 0.1423946218, 0.05953012701, 0.01111428139, -0.06586864971, -0.1508063569, -0.1970410151, -0.1928000259, -0.1575614411};
+const std::vector<double> kQwen3BiasCausalPacked_r1p7 = {0.2559255796, 0.1100668071, -0.08463156716, -0.2806088595, -0.3932866259, -0.4898916305, -0.513409401, -0.4649882357, -0.3784955434, -0.2298763116, -0.04290531184, 0.18740511, 0.3671721719, 0.4557402977, 0.5372091681, 0.5299355562, 0.4922162151, 0.359604935, 0.1650379608, -0.0484925475, -0.227927617, -0.3543807878, -0.4656838177, -0.4977382519, -0.5150377748, -0.4361976774, -0.2640584412, -0.08466825514, 0.08327997754, 0.2696913678, 0.4149791406, 0.5012643316, 0.49775844, 0.4731210974, 0.3681025522, 0.2033270428, 0.04425690146, -0.1543818302, -0.3562546801, -0.4811715992};
+const std::vector<double> kQwen3BiasCausalPacked_rowsums = {1.951321364, 0.5034741108, 0.9285803665, 1.663641487, -0.8771113839, 0.5065193068, 0.8558687009, -1.256439616, -1.256562794, -1.714593311, -2.056833572, -1.46680355};
+const std::vector<double> kQwen3BiasBidirectionalUnpadded_r0p4 = {0.1980529216, -0.03933570224, -0.2949067124, -0.5205813748, -0.6443865781, -0.7047423995, -0.6720356297, -0.5494776423, -0.3793423002, -0.1325242254, 0.1416928546, 0.4206090973, 0.6105529835, 0.7056083353, 0.7373700457, 0.6546141095, 0.5474270923, 0.3087821721, 0.02459012756, -0.234200101, -0.4595474223, -0.6062081248, -0.6995584826, -0.6772662008, -0.6202495639, -0.4611126215, -0.1957576384, 0.06490689419, 0.2837637922, 0.5171202335, 0.6580664366, 0.7157247556, 0.6532917648, 0.5471823591, 0.3684623274, 0.1101430877, -0.1305499343, -0.3863419921, -0.6070918421, -0.7050008471};
+const std::vector<double> kQwen3BiasBidirectionalUnpadded_r1p7 = {0.2682799369, 0.1240499447, -0.07124370081, -0.2695975786, -0.3856130589, -0.4870511366, -0.5156723097, -0.4719461832, -0.3890908729, -0.2431830249, -0.05735642511, 0.1741614134, 0.3572579377, 0.4495135443, 0.5361359594, 0.5343595301, 0.5004416535, 0.3718292842, 0.1793484509, -0.03482842096, -0.2160270864, -0.3456524085, -0.4613910743, -0.4986408187, -0.5207512511, -0.445645876, -0.2767604305, -0.09863100133, 0.07034729114, 0.2585343207, 0.4078400466, 0.4988367763, 0.5004362845, 0.4804266768, 0.3786857333, 0.2165230179, 0.05825283478, -0.1414339389, -0.3461946798, -0.4759030625};
+const std::vector<double> kQwen3BiasBidirectionalUnpadded_rowsums = {-0.07629788556, -0.7181119392, 0.1139788536, 0.1694467145, -1.452255945, -1.428035936, 1.46014283, -1.112581764, -0.9379122135, -0.8751273194, -1.751175835, 0.01284334504};
 const std::string kDreamConfig = R"json({
   "model_type": "Dream",
   "hidden_size": 16,

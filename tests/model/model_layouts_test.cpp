@@ -21,6 +21,7 @@
 #include "model/model_handle.hpp"
 #include "model/reference_model.hpp"
 #include "support/files.hpp"
+#include "support/process.hpp"
 #include "tokenizer/byte_tokenizer.hpp"
 #include "train/checkpoint.hpp"
 #include "train/model_bundle.hpp"
@@ -54,6 +55,10 @@ const Layout kQwen3{"qwen3", kQwen3Config, kQwen3Tensors,
                     kQwen3CausalPacked_r0p4, kQwen3CausalPacked_r1p7, kQwen3CausalPacked_rowsums,
                     kQwen3BidirectionalUnpadded_r0p4, kQwen3BidirectionalUnpadded_r1p7,
                     kQwen3BidirectionalUnpadded_rowsums};
+const Layout kQwen3Bias{"qwen3", kQwen3BiasConfig, kQwen3BiasTensors,
+                        kQwen3BiasCausalPacked_r0p4, kQwen3BiasCausalPacked_r1p7,
+                        kQwen3BiasCausalPacked_rowsums, kQwen3BiasBidirectionalUnpadded_r0p4,
+                        kQwen3BiasBidirectionalUnpadded_r1p7, kQwen3BiasBidirectionalUnpadded_rowsums};
 const Layout kDream{"Dream", kDreamConfig, kDreamTensors,
                     kDreamCausalPacked_r0p4, kDreamCausalPacked_r1p7, kDreamCausalPacked_rowsums,
                     kDreamBidirectionalUnpadded_r0p4, kDreamBidirectionalUnpadded_r1p7,
@@ -135,6 +140,31 @@ TEST(ModelLayouts, Qwen3QkNormsWithOwnHeadDimFromBf16ShardsMatchReference) {
   EXPECT_EQ(m->named_parameters()["model.layers.1.self_attn.q_norm.weight"].sizes(),
             (std::vector<std::int64_t>{8}));
   expect_matches_reference(m, kQwen3);
+}
+
+TEST(ModelLayouts, Qwen3AttentionBiasAddsQkvAndOutputBiases) {
+  auto dir = test::fresh_dir("layout-qwen3-bias");
+  write_layout_folder(dir, kQwen3BiasConfig, kQwen3BiasTensors);
+  auto m = load_folder(dir);
+  EXPECT_TRUE(m->config().attention_qkv_bias);
+  EXPECT_TRUE(m->config().attention_output_bias);
+  expect_matches_reference(m, kQwen3Bias);
+}
+
+// The checked-in goldens are what the reference script prints (it needs /usr/bin/python3 with
+// torch; CI sets LOOM_REFERENCE_TESTS=1 and has it).
+TEST(ModelLayouts, ReferenceScriptReproducesTheCheckedInGoldens) {
+  const std::string script = std::string(LOOM_SOURCE_DIR) + "/tests/model/layout_reference.py";
+  auto probe = test::run_command("/usr/bin/python3 -c 'import torch' 2>&1");
+  if (probe.exit_code != 0) {
+    const char* required = std::getenv("LOOM_REFERENCE_TESTS");
+    if (required && std::string(required) == "1") FAIL() << "LOOM_REFERENCE_TESTS=1 but /usr/bin/python3 lacks torch";
+    GTEST_SKIP() << "/usr/bin/python3 with torch (Debian: python3-torch) is needed";
+  }
+  auto r = test::run_command("(/usr/bin/python3 " + test::shell_quote(script) + " 2>/dev/null)");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output, test::read_file(std::string(LOOM_SOURCE_DIR) + "/tests/model/layout_reference_golden.hpp"))
+      << "regenerate: /usr/bin/python3 tests/model/layout_reference.py > tests/model/layout_reference_golden.hpp";
 }
 
 TEST(ModelLayouts, DreamIsQwen2WithItsMaskTokenAndNextTokenLogits) {
@@ -239,6 +269,7 @@ TEST(ModelLayouts, SaveAndLoadKeepNamesKeysAndValues) {
   sharded.shards = 2;
   round_trip(kQwen2, {});
   round_trip(kQwen3, sharded);
+  round_trip(kQwen3Bias, {});
   round_trip(kDream, bf16);
   round_trip(kLlada, bf16);
 }
