@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 packages=(
   build-essential cmake ninja-build ccache pkg-config
+  libcpp-httplib-dev  # `trainer serve`'s HTTP server (and the tests' client)
   libtorch-dev        # libtorch 1.13 (CPU)
   libgloo-dev         # headers that libtorch's c10d headers include
   libopenblas0-openmp # fast BLAS for libtorch: without it, matmuls are ~20x slower
@@ -14,7 +15,8 @@ packages=(
 )
 # LOOM_REFERENCE_TESTS=1 (CI): also what the test suite's independent Python reference
 # implementations need (without it those tests skip).
-if [ "${LOOM_REFERENCE_TESTS:-0}" = 1 ]; then packages+=(python3-torch python3-numpy); fi
+# chromium: the headless browser of the `trainer serve` web page test.
+if [ "${LOOM_REFERENCE_TESTS:-0}" = 1 ]; then packages+=(python3-torch python3-numpy chromium); fi
 . scripts/lib/install-packages.sh
 install_missing setup "${packages[@]}"
 

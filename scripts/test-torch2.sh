@@ -24,6 +24,7 @@ sudo=""
 # Build dependencies inside the tree: the same list as scripts/setup.sh, for Debian 13.
 packages=(
   build-essential cmake ninja-build ccache pkg-config python3
+  libcpp-httplib-dev
   libtorch-dev libgloo-dev libopenblas0-openmp
   libtomlplusplus-dev libspdlog-dev libboost-dev libgtest-dev nlohmann-json3-dev
   libcli11-dev libpcre2-dev

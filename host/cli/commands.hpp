@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "serve/serve_limits.hpp"
+
 namespace loom {
 
 struct CommonOptions {
@@ -50,6 +52,17 @@ struct GenerateArgs {
   std::int64_t batch_size = 8;
 };
 int run_generate(const GenerateArgs& args);
+
+struct ServeArgs {
+  CommonOptions common;
+  std::string checkpoint;
+  std::string host = "127.0.0.1";  // loopback unless told otherwise
+  int port = 8080;                 // 0: any free port (printed at start)
+  std::string model_name;          // empty: the checkpoint path
+  int http_threads = 64;
+  serve::ServeLimits limits;
+};
+int run_serve(const ServeArgs& args);
 
 struct EvalArgs {
   CommonOptions common;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <stdexcept>
 
 #include "keyed_random.hpp"
@@ -24,6 +25,7 @@ std::vector<sdk::ConfigKey> DiffusionPlugin::config_schema() const {
 
 void DiffusionPlugin::configure(const sdk::ConfigSection& section, const sdk::RunInfo& run) {
   config_ = parse_diffusion_config(section);
+  section_ = section;
   run_ = run;
   logit_shift_ = resolve_logit_shift(config_, run);
   configured_ = true;
@@ -40,6 +42,7 @@ void DiffusionPlugin::on_model_loaded(sdk::ModelHandle& model, sdk::TokenizerHan
     if (const std::optional<bool> next = model.predicts_next_token()) logit_shift_ = *next;
   mask_ = resolve_mask_token(config_, model, tokenizer, /*allow_add=*/!inference);
   std::vector<bool> excluded = excluded_token_ids(tokenizer, model.vocab_size(), mask_.id);
+  has_eos_ = tokenizer.eos_id().has_value();
 
   ForwardProcessOptions fp;
   fp.schedule = NoiseSchedule(config_);
@@ -146,21 +149,120 @@ sdk::GenerateResult DiffusionPlugin::generate(sdk::ModelHandle& model,
 std::vector<sdk::GeneratedSequence> DiffusionPlugin::generate_batch(
     sdk::ModelHandle& model, sdk::TokenizerHandle& tokenizer,
     const std::vector<sdk::GenerateRequest>& requests, bool colour) {
+  std::vector<std::size_t> all(requests.size());
+  for (std::size_t i = 0; i < all.size(); ++i) all[i] = i;
+  std::vector<sdk::GeneratedSequence> out(requests.size());
+  sample_group(model, tokenizer, requests, all, config_, nullptr, colour, out);
+  return out;
+}
+
+namespace {
+
+// The keys a request may set: how the sampler decides, never what the model is.
+const std::vector<std::string>& request_keys() {
+  static const std::vector<std::string> keys = {"remasking", "cfg_scale",  "threshold",
+                                                "factor",    "cache",      "top_k",
+                                                "top_p",     "stop_at_eos", "suppress_eos"};
+  return keys;
+}
+
+// Requests whose sampler settings are equal can share one ReverseSampler batch.
+bool same_sampler_settings(const DiffusionConfig& a, const DiffusionConfig& b) {
+  return a.remasking == b.remasking && a.cfg_scale == b.cfg_scale && a.threshold == b.threshold &&
+         a.factor == b.factor && a.cache == b.cache && a.top_k == b.top_k && a.top_p == b.top_p &&
+         a.stop_at_eos == b.stop_at_eos && a.suppress_eos == b.suppress_eos;
+}
+
+// Forwards the sampler's step callback to the SDK observer with the caller's request index.
+class ObserverBridge {
+ public:
+  ObserverBridge(sdk::GenerateObserver* observer, const std::vector<std::size_t>& indices,
+                 std::int64_t mask_id)
+      : observer_(observer), indices_(indices), mask_id_(mask_id) {}
+  bool operator()(std::size_t row, std::int64_t step, const at::Tensor& x) {
+    at::Tensor c = x.contiguous();
+    tokens_.assign(c.data_ptr<std::int64_t>(), c.data_ptr<std::int64_t>() + c.numel());
+    return observer_->on_step(indices_.at(row), step, tokens_, mask_id_);
+  }
+
+ private:
+  sdk::GenerateObserver* observer_;
+  const std::vector<std::size_t>& indices_;
+  std::int64_t mask_id_;
+  std::vector<std::int64_t> tokens_;
+};
+
+}  // namespace
+
+std::vector<std::string> DiffusionPlugin::request_option_keys() const { return request_keys(); }
+
+DiffusionConfig DiffusionPlugin::config_with(const sdk::ConfigSection& options) const {
+  std::map<std::string, sdk::ConfigValue> merged = section_.values();
+  const auto& keys = request_keys();
+  for (const auto& [key, value] : options.values()) {
+    if (std::find(keys.begin(), keys.end(), key) == keys.end())
+      throw std::invalid_argument("[diffusion] " + key + " cannot be set per request");
+    merged[key] = value;
+  }
+  return parse_diffusion_config(sdk::ConfigSection("diffusion", std::move(merged)));
+}
+
+void DiffusionPlugin::check_request_options(const sdk::ConfigSection& options) const {
+  const DiffusionConfig c = config_with(options);
+  if ((c.stop_at_eos || c.suppress_eos) && !has_eos_)
+    throw std::invalid_argument(std::string("[diffusion] ") +
+                                (c.stop_at_eos ? "stop_at_eos" : "suppress_eos") +
+                                ": the tokenizer has no EOS token");
+}
+
+std::vector<sdk::GeneratedSequence> DiffusionPlugin::generate_batch_observed(
+    sdk::ModelHandle& model, sdk::TokenizerHandle& tokenizer,
+    const std::vector<sdk::GenerateRequest>& requests,
+    const std::vector<sdk::ConfigSection>& options, sdk::GenerateObserver* observer) {
+  if (options.size() != requests.size())
+    throw std::invalid_argument("generate_batch_observed: " + std::to_string(options.size()) +
+                                " option sets for " + std::to_string(requests.size()) +
+                                " requests");
+  std::vector<DiffusionConfig> configs;
+  for (const auto& o : options) configs.push_back(config_with(o));
+  // Groups of equal settings, in order of first appearance.
+  std::vector<std::vector<std::size_t>> groups;
+  std::vector<const DiffusionConfig*> group_config;
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    std::size_t g = 0;
+    while (g < groups.size() && !same_sampler_settings(*group_config[g], configs[i])) ++g;
+    if (g == groups.size()) {
+      groups.emplace_back();
+      group_config.push_back(&configs[i]);
+    }
+    groups[g].push_back(i);
+  }
+  std::vector<sdk::GeneratedSequence> out(requests.size());
+  for (std::size_t g = 0; g < groups.size(); ++g)
+    sample_group(model, tokenizer, requests, groups[g], *group_config[g], observer, false, out);
+  return out;
+}
+
+void DiffusionPlugin::sample_group(sdk::ModelHandle& model, sdk::TokenizerHandle& tokenizer,
+                                   const std::vector<sdk::GenerateRequest>& requests,
+                                   const std::vector<std::size_t>& indices,
+                                   const DiffusionConfig& config, sdk::GenerateObserver* observer,
+                                   bool colour, std::vector<sdk::GeneratedSequence>& out) const {
   require_model_loaded("generate");
   if (mask_.added)
     throw std::invalid_argument(
-        "[diffusion] mask_token_str: the checkpoint has no mask token ('" + config_.mask_token_str +
+        "[diffusion] mask_token_str: the checkpoint has no mask token ('" + config.mask_token_str +
         "' is not in its tokenizer and mask_token_id is not set); it was not trained with the "
         "diffusion plugin, or set mask_token_id to the id it was trained with");
   const std::int64_t eos = tokenizer.eos_id().value_or(-1);
-  if ((config_.stop_at_eos || config_.suppress_eos) && eos < 0)
+  if ((config.stop_at_eos || config.suppress_eos) && eos < 0)
     throw std::invalid_argument(std::string("[diffusion] ") +
-                                (config_.stop_at_eos ? "stop_at_eos" : "suppress_eos") +
+                                (config.stop_at_eos ? "stop_at_eos" : "suppress_eos") +
                                 ": the tokenizer has no EOS token");
 
   std::vector<std::vector<std::int64_t>> starts;
   std::vector<SamplerRow> rows;
-  for (std::size_t i = 0; i < requests.size(); ++i) {
+  for (std::size_t i : indices) {
     const sdk::GenerateRequest& request = requests[i];
     try {
       starts.push_back(start_sequence(request));
@@ -170,35 +272,36 @@ std::vector<sdk::GeneratedSequence> DiffusionPlugin::generate_batch(
     }
     SamplerRow row;
     row.sequence = at::tensor(starts.back(), at::kLong);
-    row.steps = request.steps > 0 ? request.steps : config_.num_diffusion_steps;
+    row.steps = request.steps > 0 ? request.steps : config.num_diffusion_steps;
     row.temperature =
-        request.temperature > 0 ? request.temperature : config_.generation_temperature;
+        request.temperature > 0 ? request.temperature : config.generation_temperature;
     row.block_length =
-        request.block_length > 0 ? request.block_length : config_.block_length.value_or(0);
+        request.block_length > 0 ? request.block_length : config.block_length.value_or(0);
     row.seed = request.seed;
     rows.push_back(std::move(row));
   }
 
-  SamplerOptions opt = sampler_options(config_, logit_shift_, mask_.id, eos);
+  SamplerOptions opt = sampler_options(config, logit_shift_, mask_.id, eos);
   std::vector<SamplerTrace> traces;
-  std::vector<at::Tensor> filled = ReverseSampler(opt).run_batch(model, rows, &traces);
+  ReverseSampler::StepObserver observe;
+  if (observer) observe = ObserverBridge(observer, indices, mask_.id);
+  std::vector<at::Tensor> filled = ReverseSampler(opt).run_batch(model, rows, &traces, observe);
 
-  std::vector<sdk::GeneratedSequence> out(requests.size());
-  for (std::size_t i = 0; i < requests.size(); ++i) {
+  for (std::size_t k = 0; k < indices.size(); ++k) {
+    const std::size_t i = indices[k];
     sdk::GenerateResult& result = out[i].result;
-    at::Tensor f = filled[i].contiguous();
+    at::Tensor f = filled[k].contiguous();
     result.original = requests[i].prompt_ids;
-    result.masked = starts[i];
+    result.masked = starts[k];
     result.generated.assign(f.data_ptr<std::int64_t>(), f.data_ptr<std::int64_t>() + f.numel());
     SampleTokens tokens{result.original, result.masked, result.generated};
     result.rendered = describe_sample(tokenizer, tokens, mask_.id, colour).rendered;
     // Generated positions, up to and including the EOS that ended the row.
     const auto generated =
         static_cast<std::int64_t>(std::count(result.masked.begin(), result.masked.end(), mask_.id));
-    out[i].new_tokens = traces[i].stopped_at >= 0 ? traces[i].stopped_at + 1 : generated;
-    out[i].forward_passes = traces[i].forward_passes;
+    out[i].new_tokens = traces[k].stopped_at >= 0 ? traces[k].stopped_at + 1 : generated;
+    out[i].forward_passes = traces[k].forward_passes;
   }
-  return out;
 }
 
 }  // namespace loom::diffusion

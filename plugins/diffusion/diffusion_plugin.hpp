@@ -54,6 +54,17 @@ class DiffusionPlugin final : public sdk::Plugin {
       sdk::ModelHandle& model, sdk::TokenizerHandle& tokenizer,
       const std::vector<sdk::GenerateRequest>& requests, bool colour) override;
 
+  // SDK 1.4 (`trainer serve`): the sampling keys a request may set (remasking, cfg_scale,
+  // threshold, factor, cache, top_k, top_p, stop_at_eos, suppress_eos), checked by
+  // parse_diffusion_config over the configured table; requests with equal settings are sampled
+  // as one batch, groups one after another, so each row still equals its solo run.
+  std::vector<std::string> request_option_keys() const override;
+  void check_request_options(const sdk::ConfigSection& options) const override;
+  std::vector<sdk::GeneratedSequence> generate_batch_observed(
+      sdk::ModelHandle& model, sdk::TokenizerHandle& tokenizer,
+      const std::vector<sdk::GenerateRequest>& requests,
+      const std::vector<sdk::ConfigSection>& options, sdk::GenerateObserver* observer) override;
+
   // For tests and diagnostics.
   const DiffusionConfig& config() const { return config_; }
   bool logit_shift() const { return logit_shift_; }
@@ -65,12 +76,22 @@ class DiffusionPlugin final : public sdk::Plugin {
   // The sequence a request starts from: the prompt (a share masked in mask mode) followed by
   // complete_tokens mask tokens. Throws for a request that asks for nothing or for nonsense.
   std::vector<std::int64_t> start_sequence(const sdk::GenerateRequest& request) const;
+  // The configuration with one request's settings applied (throws naming the key).
+  DiffusionConfig config_with(const sdk::ConfigSection& options) const;
+  // Samples requests[indices] as one batch with `config`'s sampler settings into out[indices].
+  void sample_group(sdk::ModelHandle& model, sdk::TokenizerHandle& tokenizer,
+                    const std::vector<sdk::GenerateRequest>& requests,
+                    const std::vector<std::size_t>& indices, const DiffusionConfig& config,
+                    sdk::GenerateObserver* observer, bool colour,
+                    std::vector<sdk::GeneratedSequence>& out) const;
 
   DiffusionConfig config_;
+  sdk::ConfigSection section_;  // the table configure() was given, for per-request settings
   sdk::RunInfo run_;
   bool configured_ = false;
   bool logit_shift_ = false;
   MaskToken mask_;
+  bool has_eos_ = false;
   std::optional<ForwardProcess> forward_;
   GenerationCallback generation_;
 };
