@@ -329,6 +329,13 @@ ModelConfig read_qwen(const ConfigObject& config, const std::filesystem::path& f
                 "is true; sliding-window attention is not supported (loom attends over the whole "
                 "sequence)");
   }
+  // transformers 4.53+ also lists each layer's attention; only full attention is supported.
+  if (const json* layer_types = config.find("layer_types")) {
+    if (!layer_types->is_array()) config.fail("layer_types", "must be a list, got " + layer_types->dump());
+    for (const json& type : *layer_types)
+      if (type != "full_attention")
+        config.fail("layer_types", "has " + type.dump() + "; only full_attention layers are supported");
+  }
   read_rope(model, config, file, 10000.0);
   return model;
 }
