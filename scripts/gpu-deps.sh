@@ -15,6 +15,7 @@ packages=(
   libspdlog-dev libspdlog1.10 libfmt-dev libfmt9
   libgtest-dev libgmock-dev nlohmann-json3-dev libcli11-dev
   libpcre2-dev libpcre2-8-0
+  libyaml-cpp-dev libyaml-cpp0.7
   libboost1.74-dev
 )
 mkdir -p "$out/deps"

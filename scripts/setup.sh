@@ -11,7 +11,7 @@ packages=(
   libgloo-dev         # headers that libtorch's c10d headers include
   libopenblas0-openmp # fast BLAS for libtorch: without it, matmuls are ~20x slower
   libtomlplusplus-dev libspdlog-dev libboost-dev libgtest-dev nlohmann-json3-dev
-  libcli11-dev libpcre2-dev
+  libcli11-dev libpcre2-dev libyaml-cpp-dev
 )
 # LOOM_REFERENCE_TESTS=1 (CI): also what the test suite's independent Python reference
 # implementations need (without it those tests skip).

@@ -27,7 +27,7 @@ packages=(
   libcpp-httplib-dev
   libtorch-dev libgloo-dev libopenblas0-openmp
   libtomlplusplus-dev libspdlog-dev libboost-dev libgtest-dev nlohmann-json3-dev
-  libcli11-dev libpcre2-dev
+  libcli11-dev libpcre2-dev libyaml-cpp-dev
 )
 
 mirror() {

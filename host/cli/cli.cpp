@@ -41,7 +41,8 @@ CLI::Validator finite_in(double lo, double hi) {
 
 void add_common(CLI::App* cmd, CommonOptions& o, bool with_config = true) {
   if (with_config)
-    cmd->add_option("-c,--config", o.config, "TOML config file (default: the built-in demo)");
+    cmd->add_option("-c,--config", o.config,
+                    "TOML config file, or an Axolotl YAML (.yml/.yaml) (default: the built-in demo)");
   cmd->add_option("-p,--plugin", o.plugins,
                   "plugin to load: a path, or a name looked up on the plugin search path "
                   "(repeatable)");
@@ -67,9 +68,16 @@ int dispatch(int argc, char** argv) {
   t->add_option("--nproc", train.nproc, "spawn N local ranks (data-parallel training)")
       ->check(CLI::Range(1, 1024));
 
-  CommonOptions check;
+  CheckArgs check;
   auto* c = app.add_subcommand("check", "validate a config (and its plugins) without training");
-  add_common(c, check);
+  add_common(c, check.common);
+  c->add_flag("--print-config", check.print_config,
+              "after OK, print the resolved config as TOML (what checkpoints store)");
+
+  ConvertConfigArgs convert;
+  auto* cv = app.add_subcommand("convert-config",
+                                "print an Axolotl YAML config as the equivalent loom TOML");
+  cv->add_option("file", convert.file, "the Axolotl config (.yml or .yaml)")->required();
 
   CommonOptions plugins;
   auto* p = app.add_subcommand("plugins", "list the plugins found, their ABI and config keys");
@@ -169,7 +177,8 @@ int dispatch(int argc, char** argv) {
   // `trainer --config X` (no command) means `trainer train --config X`.
   std::vector<std::string> args(argv + 1, argv + argc);
   static const std::set<std::string> commands = {"train", "check", "plugins", "generate",
-                                                 "eval", "tokenize", "bench", "serve"};
+                                                 "eval", "tokenize", "bench",
+                                                 "convert-config", "serve"};
   const bool help = !args.empty() && (args[0] == "-h" || args[0] == "--help" || args[0] == "--version");
   if (!help && (args.empty() || !commands.count(args[0]))) args.insert(args.begin(), "train");
   train.command_line = args;
@@ -183,6 +192,7 @@ int dispatch(int argc, char** argv) {
   if (*t) return run_train(train);
   if (*c) return run_check(check);
   if (*p) return run_plugins(plugins);
+  if (*cv) return run_convert_config(convert);
   if (*g) return run_generate(gen);
   if (*sv) return run_serve(serve);
   if (*e) return run_eval(ev);

@@ -25,7 +25,19 @@ struct TrainArgs {
   std::vector<std::string> command_line;  // the arguments as given, for the ranks to re-run
 };
 int run_train(const TrainArgs& args);
-int run_check(const CommonOptions& args);
+
+struct CheckArgs {
+  CommonOptions common;
+  bool print_config = false;  // print the resolved TOML (what checkpoints store) after "OK"
+};
+int run_check(const CheckArgs& args);
+
+// `trainer convert-config axolotl.yml`: the equivalent loom TOML on stdout.
+struct ConvertConfigArgs {
+  std::string file;
+};
+int run_convert_config(const ConvertConfigArgs& args);
+
 int run_plugins(const CommonOptions& args);
 
 struct GenerateArgs {

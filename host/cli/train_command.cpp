@@ -84,9 +84,10 @@ int run_train(const TrainArgs& args) {
   return trainer.run();
 }
 
-int run_check(const CommonOptions& args) {
+int run_check(const CheckArgs& check) {
   // What `trainer train` checks before it starts, then the plugins' tables, as training
   // configures them.
+  const CommonOptions& args = check.common;
   TrainConfig cfg = config_for(args);
   check_run_inputs(cfg);
   PluginSet plugins = plugins_for(args, cfg);
@@ -96,6 +97,11 @@ int run_check(const CommonOptions& args) {
   std::printf("%s: OK (plugins: %s; objective: %s)\n", cfg.source.string().c_str(),
               names.empty() ? "none" : names.c_str(),
               plugins.owns_loss() ? "plugin loss" : "causal LM");
+  if (check.print_config) {
+    record_command_line_plugins(cfg, args.plugins);  // as a training run records them
+    std::fputs(cfg.resolved_toml.c_str(), stdout);
+    if (!cfg.resolved_toml.empty() && cfg.resolved_toml.back() != '\n') std::fputc('\n', stdout);
+  }
   return 0;
 }
 

@@ -9,17 +9,35 @@
 #include <set>
 #include <sstream>
 
+#include <spdlog/spdlog.h>
+
+#include "config/axolotl_config.hpp"
 #include "config/key_suggestion.hpp"
 #include "errors.hpp"
 
 namespace loom {
 namespace {
 
+// While a translated Axolotl YAML is parsed, the YAML location of each TOML line (see
+// AxolotlTranslation::line_origins), so that errors point into the file the user wrote. Set
+// only for the duration of one parse on this thread (YamlOriginsScope).
+thread_local const std::vector<std::string>* yaml_line_origins = nullptr;
+
+struct YamlOriginsScope {
+  explicit YamlOriginsScope(const std::vector<std::string>& origins) { yaml_line_origins = &origins; }
+  ~YamlOriginsScope() { yaml_line_origins = nullptr; }
+};
+
 std::string where(const std::string& source, const toml::node& node) {
   // A value given with --set carries the argument as its source (apply_override).
   const auto& path = node.source().path;
   if (path && path->rfind("--set ", 0) == 0) return *path;
   const auto& b = node.source().begin;
+  if (yaml_line_origins) {
+    if (b.line >= 1 && b.line <= yaml_line_origins->size() && !(*yaml_line_origins)[b.line - 1].empty())
+      return (*yaml_line_origins)[b.line - 1];
+    return source;
+  }
   if (b.line == 0) return source;
   return source + ":" + std::to_string(b.line) + ":" + std::to_string(b.column);
 }
@@ -152,7 +170,8 @@ class TableReader {
   std::vector<std::string> known_;
 };
 
-const std::vector<std::string> kHostTables = {"model", "tokenizer"};
+// special_tokens is a table too (an inline one), read above as a host key.
+const std::vector<std::string> kHostTables = {"model", "tokenizer", "special_tokens"};
 
 void read_model(const toml::table& t, const std::string& src, ModelConfig& m) {
   TableReader r(t, src, "model.");
@@ -375,6 +394,13 @@ TrainConfig load_train_config(const std::filesystem::path& file,
   if (!in) throw UserError(file.string() + ": cannot open config file");
   std::stringstream text;
   text << in.rdbuf();
+  if (is_axolotl_yaml_path(file)) {
+    // Translated to loom's TOML, then validated like any TOML config.
+    const AxolotlTranslation yaml = translate_axolotl_yaml(text.str(), file.string());
+    if (!yaml.warning.empty()) spdlog::warn("{}", yaml.warning);
+    YamlOriginsScope origins(yaml.line_origins);
+    return parse_train_config(yaml.toml, file.string(), overrides);
+  }
   TrainConfig c = parse_train_config(text.str(), file.string(), overrides);
   // Relative data and tokenizer paths are relative to the directory the trainer runs in, as in
   // Axolotl; nothing to rewrite here.
