@@ -309,8 +309,9 @@ ModelConfig read_qwen(const ConfigObject& config, const std::filesystem::path& f
     model.qk_norm = true;
     model.attention_qkv_bias = model.attention_output_bias = config.boolean("attention_bias", false);
   } else {
-    // Qwen2 always has q/k/v biases and none on o_proj; it has no head_dim of its own.
-    model.attention_qkv_bias = true;
+    // Qwen2 always has q/k/v biases and none on o_proj; it has no head_dim of its own. Dream
+    // checkpoints converted from other bases say attention_bias = false (Qwen2 ignores the key).
+    model.attention_qkv_bias = model_type == "Dream" ? config.boolean("attention_bias", true) : true;
     if (config.find("head_dim") != nullptr &&
         config.integer("head_dim", std::nullopt) != model.hidden_size / model.num_attention_heads) {
       config.fail("head_dim", "is " + std::to_string(config.integer("head_dim", std::nullopt)) +

@@ -178,6 +178,19 @@ TEST(ModelLayouts, DreamIsQwen2WithItsMaskTokenAndNextTokenLogits) {
   EXPECT_EQ(handle.native_mask_token_id(), std::optional<std::int64_t>(37));
 }
 
+TEST(ModelLayouts, DreamConvertedWithoutBiasesSaysSo) {
+  auto cfg = nlohmann::json::parse(kDreamConfig);
+  auto dir = test::fresh_dir("layout-dream-nobias");
+  test::write_file(dir / "config.json", cfg.dump());
+  EXPECT_TRUE(read_hf_config(dir).attention_qkv_bias) << "Dream's own: Qwen2's q/k/v biases";
+  cfg["attention_bias"] = false;  // e.g. a Llama converted to Dream's code
+  test::write_file(dir / "config.json", cfg.dump());
+  EXPECT_FALSE(read_hf_config(dir).attention_qkv_bias);
+  cfg["model_type"] = "qwen2";  // Qwen2's code ignores the key
+  test::write_file(dir / "config.json", cfg.dump());
+  EXPECT_TRUE(read_hf_config(dir).attention_qkv_bias);
+}
+
 TEST(ModelLayouts, LladaNamesPaddedVocabularyAndBf16MatchReference) {
   auto dir = test::fresh_dir("layout-llada");
   FolderOptions opt;
