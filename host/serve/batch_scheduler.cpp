@@ -99,10 +99,6 @@ void BatchScheduler::loop() {
       counters_.largest_batch = std::max(counters_.largest_batch, n);
     }
     run_batch(batch);
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      counters_.running = 0;
-    }
   }
 }
 
@@ -141,11 +137,17 @@ void BatchScheduler::run_batch(std::vector<RowJob>& batch) {
   for (std::size_t i = 0; i < batch.size(); ++i) {
     if (observer.stopped(i)) ++cancelled;
     if (!error.empty()) ++failed;
-    if (batch[i].on_done) batch[i].on_done(error.empty() ? &results[i] : nullptr, error, bad_request);
   }
-  std::lock_guard<std::mutex> lock(mutex_);
-  counters_.rows_cancelled += cancelled;
-  counters_.rows_failed += failed;
+  {
+    // The rows' places are free before their clients hear back, so a client that sends its
+    // next request at once finds room.
+    std::lock_guard<std::mutex> lock(mutex_);
+    counters_.rows_cancelled += cancelled;
+    counters_.rows_failed += failed;
+    counters_.running -= static_cast<std::int64_t>(batch.size());
+  }
+  for (std::size_t i = 0; i < batch.size(); ++i)
+    if (batch[i].on_done) batch[i].on_done(error.empty() ? &results[i] : nullptr, error, bad_request);
 }
 
 }  // namespace loom::serve

@@ -326,6 +326,41 @@ TEST(ServeE2E, StreamShowsEachStepAndEndsWithTheAnswer) {
   EXPECT_EQ(last["loom"]["final"], true);
 }
 
+// Mask and refill (as `trainer generate --mask`): LLaDA's count, round(0.3 * 22) = 7 of the
+// prompt's 22 byte tokens masked (BOS is never masked), one revealed per step over 7 steps;
+// the other positions show the prompt's own characters, and the last event is the answer.
+TEST(ServeE2E, MaskAndRefillStreamsTheRefilledPrompt) {
+  auto& s = shared_server();
+  ASSERT_GT(s.port(), 0) << s.log();
+  const std::string prompt = "Once upon a time there";
+  ASSERT_EQ(prompt.size(), 22u);
+  const json body = {{"prompt", prompt}, {"max_tokens", 0}, {"mask", 0.3}, {"steps", 7}, {"seed", 4}, {"temperature", 0.6}};
+  const std::string answer = completion(s, body);
+  json streamed = body;
+  streamed["stream"] = true;
+  auto r = s.client().Post("/v1/completions", streamed.dump(), "application/json");
+  ASSERT_TRUE(r);
+  Stream st = parse_events(r->body);
+  ASSERT_EQ(st.events.size(), 8u) << r->body;
+  for (std::size_t i = 0; i < 7; ++i) {
+    const json& pieces = st.events[i]["loom"]["pieces"];
+    ASSERT_EQ(pieces.size(), 23u);  // BOS and the prompt's 22 bytes
+    std::size_t masked = 0;
+    for (std::size_t k = 1; k < 23; ++k) masked += pieces[k].is_null() ? 1 : 0;
+    EXPECT_EQ(masked, 6 - i) << i;
+    EXPECT_EQ(count_of(st.events[i]["choices"][0]["text"].get<std::string>(), "\u2591"), 6 - i);
+  }
+  // After the first step, 15 positions were never masked and 1 was refilled: at least the 15
+  // show the prompt's own characters.
+  const json& first = st.events[0]["loom"]["pieces"];
+  std::size_t kept = 0;
+  for (std::size_t k = 1; k < 23; ++k)
+    if (!first[k].is_null() && first[k] == std::string(1, prompt[k - 1])) ++kept;
+  EXPECT_GE(kept, 15u);
+  EXPECT_EQ(st.events.back()["choices"][0]["text"], answer);
+  EXPECT_EQ(st.events.back()["choices"][0]["finish_reason"], "length");
+}
+
 TEST(ServeE2E, SixteenConcurrentClientsEachGetTheirSoloAnswer) {
   auto& s = shared_server();
   ASSERT_GT(s.port(), 0) << s.log();
