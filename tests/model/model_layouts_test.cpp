@@ -358,6 +358,59 @@ TEST(ModelLayouts, GradientsFlowIntoBiasesAndQkNorms) {
   }
 }
 
+// The config.json files of the released checkpoints (their keys and shape values as published
+// on the Hub) read into the shapes the models have.
+TEST(ModelLayouts, ReadsThePublishedConfigs) {
+  auto dir = test::fresh_dir("layout-published");
+  auto read = [&](const std::string& text) {
+    test::write_file(dir / "config.json", text);
+    return read_hf_config(dir);
+  };
+  const ModelConfig llada = read(R"({"activation_type": "silu", "alibi": false, "alibi_bias_max": 8.0,
+    "architectures": ["LLaDAModelLM"], "attention_dropout": 0.0, "attention_layer_norm": false,
+    "attention_layer_norm_with_affine": true, "bias_for_layer_norm": false, "block_group_size": 1,
+    "block_type": "llama", "d_model": 4096, "embedding_dropout": 0.0, "embedding_size": 126464,
+    "eos_token_id": 126081, "flash_attention": false, "include_bias": false, "include_qkv_bias": false,
+    "init_cutoff_factor": null, "init_device": "meta", "init_fn": "mitchell", "init_std": 0.02,
+    "input_emb_norm": false, "layer_norm_type": "rms", "layer_norm_with_affine": true,
+    "mask_token_id": 126336, "max_sequence_length": 4096, "mlp_hidden_size": 12288, "mlp_ratio": 4,
+    "model_type": "llada", "multi_query_attention": null, "n_heads": 32, "n_kv_heads": 32,
+    "n_layers": 32, "pad_token_id": 126081, "precision": "amp_bf16", "residual_dropout": 0.0,
+    "rms_norm_eps": 1e-05, "rope": true, "rope_full_precision": true, "rope_theta": 500000.0,
+    "scale_logits": false, "use_cache": false, "vocab_size": 126464, "weight_tying": false})");
+  EXPECT_EQ(llada.hidden_size, 4096);
+  EXPECT_EQ(llada.intermediate_size, 12288);
+  EXPECT_EQ(llada.num_key_value_heads, 32);
+  EXPECT_EQ(llada.max_position_embeddings, 4096);
+  EXPECT_EQ(llada.mask_token_id, std::optional<std::int64_t>(126336));
+  EXPECT_FALSE(llada.tie_word_embeddings);
+
+  const ModelConfig qwen3 = read(R"({"architectures": ["Qwen3ForCausalLM"], "attention_bias": false,
+    "attention_dropout": 0.0, "bos_token_id": 151643, "eos_token_id": 151645, "head_dim": 128,
+    "hidden_act": "silu", "hidden_size": 1024, "initializer_range": 0.02, "intermediate_size": 3072,
+    "max_position_embeddings": 40960, "max_window_layers": 28, "model_type": "qwen3",
+    "num_attention_heads": 16, "num_hidden_layers": 28, "num_key_value_heads": 8,
+    "rms_norm_eps": 1e-06, "rope_scaling": null, "rope_theta": 1000000, "sliding_window": null,
+    "tie_word_embeddings": true, "torch_dtype": "bfloat16", "transformers_version": "4.51.0",
+    "use_cache": true, "use_sliding_window": false, "vocab_size": 151936})");
+  EXPECT_EQ(qwen3.head_dim(), 128) << "not 1024 / 16";
+  EXPECT_TRUE(qwen3.qk_norm);
+  EXPECT_FALSE(qwen3.attention_qkv_bias);
+  EXPECT_EQ(qwen3.rope_theta, 1e6);
+
+  const ModelConfig dream = read(R"({"architectures": ["DreamModel"], "attention_dropout": 0.0,
+    "bos_token_id": 151643, "eos_token_id": 151643, "hidden_act": "silu", "hidden_size": 3584,
+    "initializer_range": 0.02, "intermediate_size": 18944, "mask_token_id": 151666,
+    "max_position_embeddings": 131072, "max_window_layers": 28, "model_type": "Dream",
+    "num_attention_heads": 28, "num_hidden_layers": 28, "num_key_value_heads": 4,
+    "pad_token_id": 151643, "rms_norm_eps": 1e-06, "rope_scaling": null, "rope_theta": 1000000.0,
+    "sliding_window": null, "tie_word_embeddings": false, "torch_dtype": "bfloat16",
+    "use_cache": true, "use_sliding_window": false, "vocab_size": 152064})");
+  EXPECT_EQ(dream.head_dim(), 128);
+  EXPECT_TRUE(dream.attention_qkv_bias);
+  EXPECT_EQ(dream.mask_token_id, std::optional<std::int64_t>(151666));
+}
+
 // ---- bad input ----------------------------------------------------------------------------
 std::string config_error(const nlohmann::json& cfg) {
   auto dir = test::fresh_dir("layout-bad-config");
