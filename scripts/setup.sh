@@ -15,7 +15,8 @@ packages=(
 )
 # LOOM_REFERENCE_TESTS=1 (CI): also what the test suite's independent Python reference
 # implementations need (without it those tests skip).
-# chromium: the headless browser of the `trainer serve` web page test.
+# chromium: the headless browser of the `trainer serve` web page test and the `trainer report`
+# page test.
 if [ "${LOOM_REFERENCE_TESTS:-0}" = 1 ]; then packages+=(python3-torch python3-numpy chromium); fi
 . scripts/lib/install-packages.sh
 install_missing setup "${packages[@]}"

@@ -174,11 +174,17 @@ int dispatch(int argc, char** argv) {
                  "the device's declared peak (TFLOP/s) for mfu_declared, e.g. 989 for H100/H200 bf16")
       ->check(CLI::PositiveNumber);
 
+  ReportArgs report;
+  auto* rp = app.add_subcommand("report", "write one self-contained HTML page about a run "
+                                          "(curves, samples, config, checkpoints)");
+  rp->add_option("--run", report.run, "the run's output_dir (may still be training)")->required();
+  rp->add_option("--out", report.out, "the HTML file to write (default: <run>/report.html)");
+
   // `trainer --config X` (no command) means `trainer train --config X`.
   std::vector<std::string> args(argv + 1, argv + argc);
   static const std::set<std::string> commands = {"train", "check", "plugins", "generate",
                                                  "eval", "tokenize", "bench",
-                                                 "convert-config", "serve"};
+                                                 "convert-config", "serve", "report"};
   const bool help = !args.empty() && (args[0] == "-h" || args[0] == "--help" || args[0] == "--version");
   if (!help && (args.empty() || !commands.count(args[0]))) args.insert(args.begin(), "train");
   train.command_line = args;
@@ -196,6 +202,7 @@ int dispatch(int argc, char** argv) {
   if (*g) return run_generate(gen);
   if (*sv) return run_serve(serve);
   if (*e) return run_eval(ev);
+  if (*rp) return run_report(report);
   if (*k) return run_tokenize(tok);
   if (*bn) return run_bench(bench);
   return 2;

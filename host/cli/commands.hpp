@@ -102,4 +102,11 @@ struct BenchArgs {
 };
 int run_bench(const BenchArgs& args);
 
+// `trainer report --run OUTPUT_DIR [--out FILE]`: a self-contained HTML page about a run.
+struct ReportArgs {
+  std::string run;
+  std::string out;  // empty: <run>/report.html
+};
+int run_report(const ReportArgs& args);
+
 }  // namespace loom
