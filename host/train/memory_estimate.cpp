@@ -11,8 +11,10 @@ namespace loom {
 MemoryEstimate estimate_memory(const ModelConfig& m, const TrainConfig& cfg) {
   const double H = double(m.hidden_size), I = double(m.intermediate_size), L = double(m.num_hidden_layers);
   const double V = double(m.vocab_size);
-  const double kv = m.num_attention_heads > 0 ? H * double(m.num_key_value_heads) / double(m.num_attention_heads) : H;
-  const double per_layer = 2 * H * H + 2 * H * kv + 3 * H * I + 2 * H;  // q, o; k, v; MLP; norms
+  // Query and key/value widths: heads x head_dim, which Qwen3 sets apart from hidden_size.
+  const double q = m.num_attention_heads > 0 ? double(m.num_attention_heads * m.head_dim()) : H;
+  const double kv = m.num_attention_heads > 0 ? double(m.num_key_value_heads * m.head_dim()) : H;
+  const double per_layer = 2 * H * q + 2 * H * kv + 3 * H * I + 2 * H;  // q, o; k, v; MLP; norms
   MemoryEstimate e;
   e.parameters = L * per_layer + V * H * (m.tie_word_embeddings ? 1 : 2) + H;
   e.weights_bytes = 4 * e.parameters;

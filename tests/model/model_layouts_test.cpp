@@ -24,6 +24,7 @@
 #include "support/process.hpp"
 #include "tokenizer/byte_tokenizer.hpp"
 #include "train/checkpoint.hpp"
+#include "train/memory_estimate.hpp"
 #include "train/model_bundle.hpp"
 
 namespace loom {
@@ -409,6 +410,18 @@ TEST(ModelLayouts, ReadsThePublishedConfigs) {
   EXPECT_EQ(dream.head_dim(), 128);
   EXPECT_TRUE(dream.attention_qkv_bias);
   EXPECT_EQ(dream.mask_token_id, std::optional<std::int64_t>(151666));
+}
+
+// The pre-allocation memory check counts Qwen3's wider q/k/v (heads x head_dim > hidden).
+TEST(ModelLayouts, MemoryEstimateCountsTheLayoutsParameters) {
+  auto dir = test::fresh_dir("layout-memory");
+  write_layout_folder(dir, kQwen3Config, kQwen3Tensors);
+  const ModelConfig mc = read_hf_config(dir);
+  LlamaForCausalLM m(mc);
+  double actual = 0;
+  for (const auto& p : m->parameters()) actual += double(p.numel());
+  const double estimated = estimate_memory(mc, TrainConfig{}).parameters;
+  EXPECT_NEAR(estimated, actual, 0.02 * actual);
 }
 
 // ---- bad input ----------------------------------------------------------------------------
