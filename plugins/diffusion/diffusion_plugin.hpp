@@ -2,9 +2,10 @@
 //
 // Hooks:
 //  configure        parse and validate [diffusion]; resolve logit_shift (auto: base_model set)
-//  on_model_loaded  resolve the mask token (mask_token_id, else mask_token_str, else add it and
-//                   grow the model -- refused for `generate`/`eval`), precompute the
-//                   never-masked ids
+//  on_model_loaded  logit_shift unset: as the checkpoint's layout says, if it does (SDK 1.4:
+//                   LLaDA no, Dream yes); resolve the mask token (mask_token_id, else the
+//                   checkpoint's own, else mask_token_str, else add it and grow the model --
+//                   refused for `generate`/`eval`), precompute the never-masked ids
 //  transform_batch  keep a few originals for sample generation, then mask (ForwardProcess):
 //                   rewrites input_ids, stores diffusion.* tensors in batch.extras
 //  attention        bidirectional (the host keeps it inside segments and off padding)
