@@ -64,6 +64,18 @@ TEST(TensorBoardE2E, EventFilesHoldEveryScalarSampleAndTheConfig) {
   auto events = read_events(dir / "out");
   EXPECT_EQ(events.exit_code, 0) << events.output;
   EXPECT_NE(events.output.find(", 4 samples, 5 texts"), std::string::npos) << events.output;
+
+  // runs/ belongs to the run: a fresh run there is refused, --overwrite starts the events over.
+  auto again = run_trainer({"--config", (dir / "c.toml").string(), "--no-progress"});
+  EXPECT_EQ(again.exit_code, 1) << again.output;
+  EXPECT_NE(again.output.find("already holds a run"), std::string::npos) << again.output;
+  const auto first = event_files(dir / "out" / "runs");
+  auto over = run_trainer({"--config", (dir / "c.toml").string(), "--overwrite", "--no-progress"});
+  ASSERT_EQ(over.exit_code, 0) << over.output;
+  const auto second = event_files(dir / "out" / "runs");
+  ASSERT_EQ(second.size(), 1u);
+  EXPECT_NE(second, first);
+  EXPECT_EQ(read_events(dir / "out").exit_code, 0);
   fs::remove_all(dir);
 }
 
@@ -77,6 +89,9 @@ TEST(TensorBoardE2E, ResumedRunContinuesTheEventsWithoutDuplicates) {
                             shell_quote((dir / "c.toml").string()) + " --no-progress");
   ASSERT_NE(killed.exit_code, 0) << killed.output;
   EXPECT_EQ(read_metrics(dir / "out").size(), 8u);  // train lines 1..7, eval at 6
+  // _Exit leaves no user-space buffer flushed: every line logged before it is in the events.
+  auto at_kill = read_events(dir / "out", /*samples=*/false, /*config=*/false);
+  EXPECT_EQ(at_kill.exit_code, 0) << at_kill.output;
   // ... and is resumed from checkpoint-4: steps 5..7 of the first file are cut, the second
   // file holds 5..12, and the two read as one run (no scalar twice, every one of metrics.jsonl).
   auto resumed = run_trainer({"--config", (dir / "c.toml").string(), "--resume", "--no-progress"});
