@@ -212,6 +212,24 @@ TEST(ModelLayouts, LladaNamesPaddedVocabularyAndBf16MatchReference) {
   EXPECT_TRUE(handle_names.count("model.transformer.blocks.1.ff_proj.weight"));
 }
 
+TEST(ModelLayouts, LladaQkvBiasesAndTiedHeadUseLladasNames) {
+  auto cfg = nlohmann::json::parse(kLladaConfig);
+  cfg["include_qkv_bias"] = true;
+  cfg["weight_tying"] = true;
+  auto dir = test::fresh_dir("layout-llada-bias");
+  test::write_file(dir / "config.json", cfg.dump());
+  const ModelConfig mc = read_hf_config(dir);
+  LlamaForCausalLM m(mc);
+  std::set<std::string> names;
+  for (const auto& [name, t] : named_weights(m)) names.insert(name);
+  for (const char* n : {"model.transformer.blocks.0.q_proj.bias", "model.transformer.blocks.1.k_proj.bias",
+                        "model.transformer.blocks.1.v_proj.bias", "model.transformer.wte.weight"})
+    EXPECT_TRUE(names.count(n)) << n;
+  EXPECT_FALSE(names.count("model.transformer.blocks.0.attn_out.bias")) << "include_qkv_bias is q/k/v only";
+  EXPECT_FALSE(names.count("model.transformer.ff_out.weight")) << "tied: the head is wte";
+  for (const auto& n : names) EXPECT_EQ(n.rfind("model.transformer.", 0), 0u) << n;
+}
+
 TEST(ModelLayouts, LladaWithoutMaskTokenIdKeyGetsLlada8BDefaultOnlyForItsVocabulary) {
   auto cfg = nlohmann::json::parse(kLladaConfig);
   cfg.erase("mask_token_id");
