@@ -124,12 +124,17 @@ TensorBoardLog::TensorBoardLog(const fs::path& output_dir, std::int64_t resume_s
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw UserError("report_to tensorboard: cannot make " + dir.string() + ": " + ec.message());
+  bool earlier_files = false;
+  for (const auto& entry : fs::directory_iterator(dir, ec))
+    earlier_files |= entry.path().filename().string().rfind(kEventPrefix, 0) == 0;
   if (resume_step >= 0) cut_after(dir, resume_step);
   // Samples already in samples.jsonl belong to the run before (a resumed run's are in its
   // earlier event files).
   samples_offset_ = fs::exists(samples_path_, ec) ? fs::file_size(samples_path_, ec) : 0;
   file_ = std::make_unique<EventFileWriter>(new_event_file_name(dir), now_seconds());
-  if (resume_step < 0) {
+  // The config at step 0, once: by the fresh run, or by a resumed one whose earlier part was
+  // not reported to TensorBoard.
+  if (resume_step < 0 || !earlier_files) {
     file_->add_text(0, now_seconds(), "config", indented(config_toml));
     file_->flush();
   }

@@ -18,7 +18,8 @@ class TensorBoardLog {
  public:
   // Opens a new event file in <output_dir>/runs/ (made if needed). With resume_step >= 0 (a
   // --resume), events after that step are first cut from the earlier files, as metrics.jsonl
-  // is, so the folder reads as one uninterrupted run; the config is written on fresh runs only.
+  // is, so the folder reads as one uninterrupted run. The config is written at step 0 unless
+  // earlier event files (which have it) are there.
   TensorBoardLog(const std::filesystem::path& output_dir, std::int64_t resume_step,
                  const std::string& config_toml);
   ~TensorBoardLog();

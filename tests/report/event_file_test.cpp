@@ -3,6 +3,7 @@
 // in tests/report/tensorboard_reader.py), not by the code under test.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 
 #include "config/config_loader.hpp"
@@ -10,6 +11,7 @@
 #include "report/crc32c.hpp"
 #include "report/event_file_writer.hpp"
 #include "report/protobuf_writer.hpp"
+#include "report/tensorboard_log.hpp"
 #include "support/files.hpp"
 
 namespace loom {
@@ -100,6 +102,85 @@ TEST(ReportTo, TakesTensorboardAndNoneAndRefusesOthersNamingTheKey) {
   EXPECT_NE(e.find("wandb"), std::string::npos) << e;
   EXPECT_NE(report_to_error("report_to = \"tensorboard\"\n").find("report_to must be an array"),
             std::string::npos);
+}
+
+}  // namespace
+}  // namespace loom
+
+namespace loom {
+namespace {
+
+// Every record of every event file in `runs`, as (step, payload).
+std::vector<std::pair<std::int64_t, std::string>> all_events(const std::filesystem::path& runs) {
+  std::vector<std::filesystem::path> files;
+  for (const auto& e : std::filesystem::directory_iterator(runs)) files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  std::vector<std::pair<std::int64_t, std::string>> out;
+  for (const auto& f : files)
+    for (const auto& r : read_tfrecords(f)) out.emplace_back(event_step(r), r);
+  return out;
+}
+
+int count_with(const std::vector<std::pair<std::int64_t, std::string>>& events, const std::string& text) {
+  int n = 0;
+  for (const auto& [step, e] : events) n += e.find(text) != std::string::npos;
+  return n;
+}
+
+TEST(TensorBoardLog, EpochOncePerStepAndTheConfigOnce) {
+  test::ScratchDir dir;
+  {
+    TensorBoardLog log(dir.path(), -1, "seed = 1");
+    log.write(1, 0.5, {{"train/loss", 2.0}});
+    log.write(1, 0.5, {{"eval/loss", 3.0}});  // the same step's evaluation: no second epoch
+    log.write(2, 1.0, {{"train/loss", 1.5}});
+  }
+  const auto events = all_events(dir / "runs");
+  ASSERT_EQ(events.size(), 5u);  // version, config, 3 x scalars
+  EXPECT_EQ(count_with(events, "train/epoch"), 2);
+  EXPECT_EQ(count_with(events, "seed = 1"), 1);
+}
+
+TEST(TensorBoardLog, ResumeCutsLaterEventsAndWritesTheConfigOnlyWhereMissing) {
+  test::ScratchDir dir;
+  {
+    TensorBoardLog first(dir.path(), -1, "seed = 1");
+    for (int step = 1; step <= 4; ++step) first.write(step, 0.1 * step, {{"train/loss", 1.0 * step}});
+  }
+  { TensorBoardLog resumed(dir.path(), 2, "seed = 1"); }
+  auto events = all_events(dir / "runs");
+  std::int64_t last = 0;
+  for (const auto& [step, e] : events) last = std::max(last, step);
+  EXPECT_EQ(last, 2);  // steps 3 and 4 cut
+  EXPECT_EQ(count_with(events, "seed = 1"), 1);
+  // Reported to TensorBoard only from the resume on: the config comes with the new file.
+  test::ScratchDir other;
+  { TensorBoardLog resumed(other.path(), 2, "seed = 2"); }
+  EXPECT_EQ(count_with(all_events(other / "runs"), "seed = 2"), 1);
+}
+
+TEST(TensorBoardLog, SamplesAreReadAsWholeLinesOnly) {
+  test::ScratchDir dir;
+  test::write_file(dir / "samples.jsonl", "{\"step\":1,\"original\":\"old\"}\n");  // before the run
+  TensorBoardLog log(dir.path(), -1, "");
+  const std::string line = "{\"step\":6,\"original\":\"abc\",\"masked\":\"a[MASK]c\",\"generated\":\"abc\"}\n";
+  {
+    std::ofstream out(dir / "samples.jsonl", std::ios::app);
+    out << line << line.substr(0, 20);  // the second line still being written
+  }
+  log.add_new_samples();
+  auto events = all_events(dir / "runs");
+  EXPECT_EQ(count_with(events, "samples/1"), 1);
+  EXPECT_EQ(count_with(events, "samples/2"), 0);
+  EXPECT_EQ(count_with(events, "old"), 0);
+  {
+    std::ofstream out(dir / "samples.jsonl", std::ios::app);
+    out << line.substr(20);
+  }
+  log.add_new_samples();
+  events = all_events(dir / "runs");
+  EXPECT_EQ(count_with(events, "samples/2"), 1);
+  EXPECT_EQ(count_with(events, "    a[MASK]c"), 2);
 }
 
 }  // namespace
