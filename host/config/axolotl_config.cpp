@@ -259,7 +259,10 @@ class AxolotlTranslator {
                       ": an Axolotl config must be a mapping of keys to values");
     if (root && root.IsMap()) {
       collect_plugins(root);
-      for (const auto& kv : root) translate_top(kv.first, kv.second);
+      for (const auto& kv : root) {
+        if (kv.first.IsScalar()) translate_top(kv.first, kv.second);
+        else refuse(kv.first, "(a list or mapping used as a key)", "a key must be a name");
+      }
     }
     if (!refused_.empty()) {
       std::string msg = source_ + ": loom cannot run this Axolotl config as written; "
@@ -680,14 +683,22 @@ bool is_axolotl_yaml_path(const std::filesystem::path& file) {
 
 AxolotlTranslation translate_axolotl_yaml(const std::string& yaml_text,
                                           const std::string& source_name) {
+  auto at = [&](const YAML::Mark& m) {
+    // yaml-cpp's marks are 0-based; a mark of -1 (no position) names the file alone.
+    if (m.line < 0) return source_name;
+    return source_name + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1);
+  };
   YAML::Node root;
   try {
     root = YAML::Load(yaml_text);
-  } catch (const YAML::ParserException& e) {
-    throw UserError(source_name + ":" + std::to_string(e.mark.line + 1) + ":" +
-                    std::to_string(e.mark.column + 1) + ": not valid YAML: " + e.msg);
+  } catch (const YAML::Exception& e) {
+    throw UserError(at(e.mark) + ": not valid YAML: " + e.msg);
   }
-  return AxolotlTranslator(source_name).run(root);
+  try {
+    return AxolotlTranslator(source_name).run(root);
+  } catch (const YAML::Exception& e) {  // a node yaml-cpp cannot hand out (none known)
+    throw UserError(at(e.mark) + ": " + e.msg);
+  }
 }
 
 }  // namespace loom

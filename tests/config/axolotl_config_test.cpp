@@ -151,6 +151,11 @@ TEST_F(AxolotlConfig, MalformedYamlNamesLineAndColumn) {
             "cfg.yml:4:4: not valid YAML: end of sequence not found");
   EXPECT_EQ(error_of("seed: 1\n  bad: 2\n"), "cfg.yml:2:6: not valid YAML: illegal map value");
   EXPECT_EQ(error_of("- a\n- b\n"), "cfg.yml:1:1: an Axolotl config must be a mapping of keys to values");
+  EXPECT_EQ(error_of("? [a, b]\n: 3\n"),
+            "cfg.yml: loom cannot run this Axolotl config as written; these keys change what is "
+            "trained and loom does not support them:\n"
+            "  cfg.yml:1:3: (a list or mapping used as a key): a key must be a name");
+  EXPECT_EQ(error_of("seed: *nope\n"), "cfg.yml:1:7: not valid YAML: the referenced anchor is not defined");
 }
 
 // The TOML validation's messages point at the YAML value ("micro_batch_size: " is 18
