@@ -99,5 +99,11 @@ for c in map(int, clients):
                       "batches": after["batches"] - before["batches"],
                       "rows_batched": after["rows_batched"] - before["rows_batched"]}), flush=True)
 PY
+# SIGTERM drains and ends the server with status 0.
 kill -TERM "$server"
-wait "$server"
+rc=0
+wait "$server" || rc=$?
+trap - EXIT
+if [ "$rc" != 0 ]; then echo "serve_throughput.sh: the server ended with status $rc:" >&2; cat "$log" >&2; fi
+rm -f "$log"
+exit "$rc"

@@ -247,6 +247,13 @@ void CompletionServer::handle_completion(const httplib::Request& req, httplib::R
         throw ApiError(400, e.what(), "invalid_request_error", param, "invalid_value");
       }
     }
+    // A request the server could never hold is the request's fault (400), not a busy server's.
+    if (std::int64_t(cr.prompts.size()) > l.max_batch + l.max_queue)
+      throw ApiError(400, "prompt has " + std::to_string(cr.prompts.size()) +
+                              " prompts; this server holds at most " +
+                              std::to_string(l.max_batch + l.max_queue) +
+                              " at once (--max-batch + --max-queue)",
+                     "invalid_request_error", "prompt", "too_many_prompts");
     const std::int64_t context = setup_.model->max_position_embeddings();
     const std::uint64_t seed = cr.seed_given ? cr.seed : std::random_device{}();
     pending->stream = cr.stream;

@@ -473,6 +473,10 @@ TEST(ServeE2E, AFullQueueAnswers503WithRetryAfter) {
   ASSERT_TRUE(!e.is_discarded() && e.contains("error")) << r->body;
   EXPECT_EQ(e["error"]["code"], "queue_full");
   EXPECT_TRUE(parse_events(streamed).done);
+  // More prompts than the server can ever hold: the request's fault, 400.
+  int too_many = 0;
+  post(s, {{"prompt", {"a", "b"}}, {"max_tokens", 2}}, &too_many);
+  EXPECT_EQ(too_many, 400);
   // With the slot free again the same request is served.
   EXPECT_NE(completion(s, {{"prompt", "a"}, {"max_tokens", 2}}), "<error>");
   EXPECT_GE(json::parse(c.Get("/health")->body)["requests_rejected"].get<int>(), 1);
