@@ -152,7 +152,8 @@ void EventFileWriter::add_text(std::int64_t step, double wall_time, const std::s
   ProtobufWriter plugin;
   plugin.bytes(metadata::kPluginName, "text");
   ProtobufWriter meta;
-  meta.message(metadata::kPluginData, plugin).varint(metadata::kDataClass, metadata::kDataClassTensor);
+  meta.message(metadata::kPluginData, plugin)
+      .varint(metadata::kDataClass, metadata::kDataClassTensor);
   ProtobufWriter t;
   t.varint(tensor::kDtype, tensor::kDtString)
       .message(tensor::kShape, ProtobufWriter())  // no dimensions: a scalar

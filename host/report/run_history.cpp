@@ -29,7 +29,8 @@ void for_each_json_line(const fs::path& file, int& skipped, Each each) {
   for (std::string line; std::getline(in, line);) {
     if (line.empty()) continue;
     auto j = nlohmann::json::parse(line, nullptr, false);
-    if (j.is_discarded() || !j.is_object() || !j.contains("step") || !j["step"].is_number_integer()) {
+    if (j.is_discarded() || !j.is_object() || !j.contains("step") ||
+        !j["step"].is_number_integer()) {
       ++skipped;
       continue;
     }
@@ -71,8 +72,10 @@ RunHistory RunHistory::read(const fs::path& run_dir) {
     row.step = j["step"].get<std::int64_t>();
     for (const auto& [k, v] : j.items()) {
       if (k == "step") continue;
-      if (v.is_number()) row.values[k] = v.get<double>();
-      else if (v.is_null()) row.values[k] = std::nullopt;
+      if (v.is_number())
+        row.values[k] = v.get<double>();
+      else if (v.is_null())
+        row.values[k] = std::nullopt;
     }
     h.rows_.push_back(std::move(row));
   });

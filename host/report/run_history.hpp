@@ -25,10 +25,10 @@ struct SampleRecord {
 };
 
 struct CheckpointEntry {
-  std::string name;           // checkpoint-<step> or final
-  std::int64_t step = -1;     // trainer_state.json's; -1 when it has none (final/ has none)
-  bool complete = false;      // checkpoint: trainer_state.json parses; final/: config.json is there
-  std::uintmax_t bytes = 0;   // on disk, every file in it
+  std::string name;          // checkpoint-<step> or final
+  std::int64_t step = -1;    // trainer_state.json's; -1 when it has none (final/ has none)
+  bool complete = false;     // checkpoint: trainer_state.json parses; final/: config.json is there
+  std::uintmax_t bytes = 0;  // on disk, every file in it
 };
 
 class RunHistory {

@@ -51,7 +51,8 @@ std::optional<std::vector<std::string>> gaps_in(const std::string& text, const M
     const std::string& next = lits[g + 1];
     std::size_t end;
     if (g + 2 == lits.size()) {  // the last piece ends the text
-      if (text.size() < pos + next.size() || text.compare(text.size() - next.size(), next.size(), next) != 0)
+      if (text.size() < pos + next.size() ||
+          text.compare(text.size() - next.size(), next.size(), next) != 0)
         return std::nullopt;
       end = text.size() - next.size();
     } else if (pos + masked.run_lengths[g] <= text.size() &&
@@ -74,9 +75,12 @@ std::vector<std::string> utf8_chars(const std::string& s) {
   for (std::size_t i = 0; i < s.size();) {
     std::size_t n = 1;
     const auto c = static_cast<unsigned char>(s[i]);
-    if (c >= 0xF0) n = 4;
-    else if (c >= 0xE0) n = 3;
-    else if (c >= 0xC0) n = 2;
+    if (c >= 0xF0)
+      n = 4;
+    else if (c >= 0xE0)
+      n = 3;
+    else if (c >= 0xC0)
+      n = 2;
     n = std::min(n, s.size() - i);
     out.push_back(s.substr(i, n));
     i += n;
@@ -86,8 +90,10 @@ std::vector<std::string> utf8_chars(const std::string& s) {
 
 void append(std::vector<FillPiece>& pieces, FillPiece::Kind kind, const std::string& text) {
   if (text.empty()) return;
-  if (!pieces.empty() && pieces.back().kind == kind) pieces.back().text += text;
-  else pieces.push_back({kind, text});
+  if (!pieces.empty() && pieces.back().kind == kind)
+    pieces.back().text += text;
+  else
+    pieces.push_back({kind, text});
 }
 
 std::string fmt(double v, const char* format = "%.4g") {
@@ -123,7 +129,8 @@ pre{background:#fff;border:1px solid #ddd;padding:8px;font-size:12px;overflow:au
 .legendline span{padding:0 4px;margin-right:8px}
 )";
 
-const std::vector<std::string> kColours = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"};
+const std::vector<std::string> kColours = {"#1f77b4", "#d62728", "#2ca02c",
+                                           "#9467bd", "#ff7f0e", "#8c564b"};
 
 }  // namespace
 
@@ -155,8 +162,9 @@ std::vector<FillPiece> fill_pieces(const std::string& masked, const std::string&
 }
 
 std::string render_run_report(const RunHistory& run) {
-  std::string h = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>loom run: " +
-                  html_escape(run.folder().string()) + "</title><style>" + kCss + "</style></head><body>\n";
+  std::string h =
+      "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>loom run: " +
+      html_escape(run.folder().string()) + "</title><style>" + kCss + "</style></head><body>\n";
   h += "<h1>loom run: " + html_escape(run.folder().string()) + "</h1>\n";
 
   // Status: how far the run got.
@@ -164,10 +172,11 @@ std::string render_run_report(const RunHistory& run) {
   for (const auto& r : run.rows()) last_step = std::max(last_step, r.step);
   h += "<div class=\"status\" id=\"status\">";
   h += run.finished() ? "finished" : "in progress, stopped or killed (no final/ yet)";
-  h += "; last logged step " + std::to_string(last_step) + "; " + std::to_string(run.rows().size()) +
-       " lines in metrics.jsonl";
+  h += "; last logged step " + std::to_string(last_step) + "; " +
+       std::to_string(run.rows().size()) + " lines in metrics.jsonl";
   if (run.skipped_lines() > 0)
-    h += "; " + std::to_string(run.skipped_lines()) + " unreadable line(s) skipped (a line cut short)";
+    h += "; " + std::to_string(run.skipped_lines()) +
+         " unreadable line(s) skipped (a line cut short)";
   h += "</div>\n";
 
   // Curves: the headline ones first, then every other metric on its own.
@@ -195,7 +204,8 @@ std::string render_run_report(const RunHistory& run) {
   }
   h += "</div>\n";
   // Final numbers: the last value of every metric.
-  h += "<h2>Final numbers</h2>\n<table id=\"final\"><tr><th>metric</th><th>step</th><th>last value</th><th>best</th></tr>";
+  h += "<h2>Final numbers</h2>\n<table id=\"final\"><tr><th>metric</th><th>step</th><th>last "
+       "value</th><th>best</th></tr>";
   for (const auto& name : run.metric_names()) {
     if (name == "epoch") continue;
     const auto s = run.series(name);
@@ -204,12 +214,16 @@ std::string render_run_report(const RunHistory& run) {
     const bool higher_better = name.find("accuracy") != std::string::npos;
     std::string best;
     if (lower_better || higher_better) {
-      auto it = lower_better ? std::min_element(s.begin(), s.end(), [](auto& a, auto& b) { return a.second < b.second; })
-                             : std::max_element(s.begin(), s.end(), [](auto& a, auto& b) { return a.second < b.second; });
+      auto it = lower_better
+                    ? std::min_element(s.begin(), s.end(),
+                                       [](auto& a, auto& b) { return a.second < b.second; })
+                    : std::max_element(s.begin(), s.end(),
+                                       [](auto& a, auto& b) { return a.second < b.second; });
       best = fmt(it->second) + " (step " + std::to_string(it->first) + ")";
     }
-    h += "<tr><td>" + html_escape(name) + "</td><td class=\"num\">" + std::to_string(s.back().first) +
-         "</td><td class=\"num\">" + fmt(s.back().second) + "</td><td class=\"num\">" + best + "</td></tr>";
+    h += "<tr><td>" + html_escape(name) + "</td><td class=\"num\">" +
+         std::to_string(s.back().first) + "</td><td class=\"num\">" + fmt(s.back().second) +
+         "</td><td class=\"num\">" + best + "</td></tr>";
   }
   h += "</table>\n";
 
@@ -218,9 +232,11 @@ std::string render_run_report(const RunHistory& run) {
   if (run.samples().empty()) {
     h += "<p>No samples.jsonl (the diffusion plugin writes one when generate_samples is on).</p>\n";
   } else {
-    h += "<p class=\"legendline\"><span class=\"ok\">fill equal to the original</span><span class=\"bad\">fill "
+    h += "<p class=\"legendline\"><span class=\"ok\">fill equal to the original</span><span "
+         "class=\"bad\">fill "
          "that differs</span><span class=\"fill\">fill with no original to compare</span><span "
-         "class=\"kept\">kept text</span> (compared character by character: samples.jsonl holds text, not "
+         "class=\"kept\">kept text</span> (compared character by character: samples.jsonl holds "
+         "text, not "
          "tokens)</p>\n";
     std::int64_t current = -1;
     int index = 0;
@@ -231,9 +247,10 @@ std::string render_run_report(const RunHistory& run) {
         index = 0;
       }
       ++index;
-      h += "<div class=\"sample\" data-step=\"" + std::to_string(s.step) + "\"><span class=\"label\">Sample " +
-           std::to_string(index) + " &mdash; " + std::to_string(s.masked_tokens) + "/" +
-           std::to_string(s.total_tokens) + " tokens masked";
+      h += "<div class=\"sample\" data-step=\"" + std::to_string(s.step) +
+           "\"><span class=\"label\">Sample " + std::to_string(index) + " &mdash; " +
+           std::to_string(s.masked_tokens) + "/" + std::to_string(s.total_tokens) +
+           " tokens masked";
       if (s.accuracy) h += ", " + percent(*s.accuracy) + " of fills correct";
       h += "</span>\n<span class=\"label\">Original:  </span>" + html_escape(s.original) + "\n";
       std::string masked_html = html_escape(s.masked), marked;
@@ -245,10 +262,12 @@ std::string render_run_report(const RunHistory& run) {
           marked += masked_html[i++];
         }
       }
-      h += "<span class=\"label\">Masked:    </span>" + marked + "\n<span class=\"label\">Generated: </span>";
+      h += "<span class=\"label\">Masked:    </span>" + marked +
+           "\n<span class=\"label\">Generated: </span>";
       const auto pieces = fill_pieces(s.masked, s.generated, s.original, s.accuracy.has_value());
       if (pieces.empty()) {
-        h += html_escape(s.generated) + " <span class=\"label\">(fills not aligned with the masked text)</span>";
+        h += html_escape(s.generated) +
+             " <span class=\"label\">(fills not aligned with the masked text)</span>";
       } else {
         for (const auto& p : pieces) {
           const char* cls = p.kind == FillPiece::Kind::Correct ? "ok"
@@ -280,15 +299,15 @@ std::string render_run_report(const RunHistory& run) {
     for (const auto& c : run.checkpoints())
       h += "<tr><td>" + html_escape(c.name) + "</td><td class=\"num\">" +
            (c.step >= 0 ? std::to_string(c.step) : std::string(c.complete ? "" : "incomplete")) +
-           "</td><td class=\"num\">" +
-           bytes_text(c.bytes) + "</td></tr>";
+           "</td><td class=\"num\">" + bytes_text(c.bytes) + "</td></tr>";
     h += "</table>\n";
   }
 
   // Config.
   h += "<h2>Config</h2>\n";
   if (run.config_toml().empty())
-    h += "<p>No checkpoint yet (each checkpoint holds the run's resolved config, loom_config.toml).</p>\n";
+    h += "<p>No checkpoint yet (each checkpoint holds the run's resolved config, "
+         "loom_config.toml).</p>\n";
   else
     h += "<p>From " + html_escape(run.config_from()) + ":</p><pre id=\"config\">" +
          html_escape(run.config_toml()) + "</pre>\n";

@@ -15,8 +15,10 @@ std::string number_text(double v) {
   char buf[32];
   const double a = std::fabs(v);
   if (v == 0) return "0";
-  if (a >= 1e5 || a < 1e-3) std::snprintf(buf, sizeof buf, "%.2e", v);
-  else std::snprintf(buf, sizeof buf, "%.4g", v);
+  if (a >= 1e5 || a < 1e-3)
+    std::snprintf(buf, sizeof buf, "%.2e", v);
+  else
+    std::snprintf(buf, sizeof buf, "%.4g", v);
   return buf;
 }
 
@@ -33,12 +35,23 @@ std::string html_escape(const std::string& text) {
   out.reserve(text.size());
   for (char c : text) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -47,8 +60,9 @@ std::string html_escape(const std::string& text) {
 void SvgChart::add_series(const std::string& name, const std::string& colour,
                           std::vector<std::pair<std::int64_t, double>> points) {
   if (log_)  // a log scale shows only positive values
-    points.erase(std::remove_if(points.begin(), points.end(), [](const auto& p) { return p.second <= 0; }),
-                 points.end());
+    points.erase(
+        std::remove_if(points.begin(), points.end(), [](const auto& p) { return p.second <= 0; }),
+        points.end());
   if (!points.empty()) series_.push_back({name, colour, std::move(points)});
 }
 
@@ -64,16 +78,17 @@ std::string SvgChart::svg() const {
     }
   if (series_.empty()) x0 = 0, x1 = 1, y0 = 0, y1 = 1;
   if (x1 == x0) x0 -= 1, x1 += 1;
-  if (y1 == y0) y0 -= std::max(1e-9, std::fabs(y0) * 0.1), y1 += std::max(1e-9, std::fabs(y1) * 0.1);
+  if (y1 == y0)
+    y0 -= std::max(1e-9, std::fabs(y0) * 0.1), y1 += std::max(1e-9, std::fabs(y1) * 0.1);
   const double pad = (y1 - y0) * 0.05;
   y0 -= pad, y1 += pad;
   const double pw = kWidth - kLeft - kRight, ph = kHeight - kTop - kBottom;
   auto px = [&](double x) { return kLeft + (x - x0) / (x1 - x0) * pw; };
   auto py = [&](double y) { return kTop + (1.0 - (y - y0) / (y1 - y0)) * ph; };
 
-  std::string o = "<svg class=\"chart\" width=\"" + coord(kWidth) +
-                  "\" height=\"" + coord(kHeight) + "\" viewBox=\"0 0 " + coord(kWidth) + " " +
-                  coord(kHeight) + "\" data-title=\"" + html_escape(title_) + "\">";
+  std::string o = "<svg class=\"chart\" width=\"" + coord(kWidth) + "\" height=\"" +
+                  coord(kHeight) + "\" viewBox=\"0 0 " + coord(kWidth) + " " + coord(kHeight) +
+                  "\" data-title=\"" + html_escape(title_) + "\">";
   o += "<text x=\"" + coord(kLeft) + "\" y=\"18\" class=\"title\">" + html_escape(title_) +
        (log_ ? " (log scale)" : "") + "</text>";
   o += "<rect x=\"" + coord(kLeft) + "\" y=\"" + coord(kTop) + "\" width=\"" + coord(pw) +
@@ -105,8 +120,8 @@ std::string SvgChart::svg() const {
       o += "<circle cx=\"" + coord(px(double(s.points[0].first))) + "\" cy=\"" +
            coord(py(y_of(s.points[0].second))) + "\" r=\"3\" fill=\"" + s.colour + "\"/>";
     if (!legend) continue;
-    o += "<rect x=\"" + coord(legend_x) + "\" y=\"10\" width=\"10\" height=\"10\" fill=\"" + s.colour +
-         "\"/><text x=\"" + coord(legend_x + 14) + "\" y=\"19\" class=\"legend\">" +
+    o += "<rect x=\"" + coord(legend_x) + "\" y=\"10\" width=\"10\" height=\"10\" fill=\"" +
+         s.colour + "\"/><text x=\"" + coord(legend_x + 14) + "\" y=\"19\" class=\"legend\">" +
          html_escape(s.name) + "</text>";
     legend_x += 24 + 7.0 * double(s.name.size());
   }

@@ -1,7 +1,7 @@
 #include "report/tensorboard_log.hpp"
 
-#include <nlohmann/json.hpp>
 #include <unistd.h>
+#include <nlohmann/json.hpp>
 
 #include <cerrno>
 #include <chrono>
@@ -123,7 +123,8 @@ TensorBoardLog::TensorBoardLog(const fs::path& output_dir, std::int64_t resume_s
   const fs::path dir = folder(output_dir);
   std::error_code ec;
   fs::create_directories(dir, ec);
-  if (ec) throw UserError("report_to tensorboard: cannot make " + dir.string() + ": " + ec.message());
+  if (ec)
+    throw UserError("report_to tensorboard: cannot make " + dir.string() + ": " + ec.message());
   bool earlier_files = false;
   for (const auto& entry : fs::directory_iterator(dir, ec))
     earlier_files |= entry.path().filename().string().rfind(kEventPrefix, 0) == 0;

@@ -92,7 +92,8 @@ std::string report_to_error(const std::string& toml) {
 }
 
 TEST(ReportTo, TakesTensorboardAndNoneAndRefusesOthersNamingTheKey) {
-  auto c = parse_train_config("report_to = [\"tensorboard\", \"none\", \"tensorboard\"]\n", "cfg.toml", {});
+  auto c = parse_train_config("report_to = [\"tensorboard\", \"none\", \"tensorboard\"]\n",
+                              "cfg.toml", {});
   EXPECT_EQ(c.report_to, std::vector<std::string>{"tensorboard"});
   EXPECT_TRUE(parse_train_config("report_to = [\"none\"]\n", "cfg.toml", {}).report_to.empty());
   EXPECT_TRUE(parse_train_config("", "cfg.toml", {}).report_to.empty());
@@ -121,7 +122,8 @@ std::vector<std::pair<std::int64_t, std::string>> all_events(const std::filesyst
   return out;
 }
 
-int count_with(const std::vector<std::pair<std::int64_t, std::string>>& events, const std::string& text) {
+int count_with(const std::vector<std::pair<std::int64_t, std::string>>& events,
+               const std::string& text) {
   int n = 0;
   for (const auto& [step, e] : events) n += e.find(text) != std::string::npos;
   return n;
@@ -145,7 +147,8 @@ TEST(TensorBoardLog, ResumeCutsLaterEventsAndWritesTheConfigOnlyWhereMissing) {
   test::ScratchDir dir;
   {
     TensorBoardLog first(dir.path(), -1, "seed = 1");
-    for (int step = 1; step <= 4; ++step) first.write(step, 0.1 * step, {{"train/loss", 1.0 * step}});
+    for (int step = 1; step <= 4; ++step)
+      first.write(step, 0.1 * step, {{"train/loss", 1.0 * step}});
   }
   { TensorBoardLog resumed(dir.path(), 2, "seed = 1"); }
   auto events = all_events(dir / "runs");
@@ -163,7 +166,8 @@ TEST(TensorBoardLog, SamplesAreReadAsWholeLinesOnly) {
   test::ScratchDir dir;
   test::write_file(dir / "samples.jsonl", "{\"step\":1,\"original\":\"old\"}\n");  // before the run
   TensorBoardLog log(dir.path(), -1, "");
-  const std::string line = "{\"step\":6,\"original\":\"abc\",\"masked\":\"a[MASK]c\",\"generated\":\"abc\"}\n";
+  const std::string line =
+      "{\"step\":6,\"original\":\"abc\",\"masked\":\"a[MASK]c\",\"generated\":\"abc\"}\n";
   {
     std::ofstream out(dir / "samples.jsonl", std::ios::app);
     out << line << line.substr(0, 20);  // the second line still being written

@@ -21,8 +21,9 @@ const std::string kPlugin = std::string(LOOM_BINARY_DIR) + "/plugins/libdiffusio
 
 std::string report_run_config(const fs::path& out) {
   return tiny_config(out, 12,
-                     "plugins = [\"" + kPlugin + "\"]\nval_set_size = 0.05\neval_steps = 6\n"
-                     "eval_max_batches = 2\nsave_steps = 6\n") +
+                     "plugins = [\"" + kPlugin +
+                         "\"]\nval_set_size = 0.05\neval_steps = 6\n"
+                         "eval_max_batches = 2\nsave_steps = 6\n") +
          "\n[diffusion]\ngeneration_interval = 6\nnum_generation_samples = 2\n"
          "generation_steps = 4\ngeneration_max_length = 16\n";
 }
@@ -45,7 +46,8 @@ std::map<std::string, int> value_counts(const fs::path& out) {
   std::map<std::string, int> counts;
   for (const auto& row : read_metrics(out))
     for (const auto& [k, v] : row.items())
-      if (k != "step" && k != "epoch" && v.is_number() && std::isfinite(v.get<double>())) ++counts[k];
+      if (k != "step" && k != "epoch" && v.is_number() && std::isfinite(v.get<double>()))
+        ++counts[k];
   return counts;
 }
 
@@ -54,7 +56,8 @@ std::map<std::string, std::pair<int, int>> curves_in(const std::string& html) {
   std::map<std::string, std::pair<int, int>> curves;
   static const std::regex polyline("<polyline[^>]*>"), series("data-series=\"([^\"]*)\""),
       declared("data-points=\"([0-9]+)\""), points(" points=\"([^\"]*)\"");
-  for (auto it = std::sregex_iterator(html.begin(), html.end(), polyline); it != std::sregex_iterator(); ++it) {
+  for (auto it = std::sregex_iterator(html.begin(), html.end(), polyline);
+       it != std::sregex_iterator(); ++it) {
     const std::string tag = it->str();
     std::smatch s, d, p;
     if (!std::regex_search(tag, s, series) || !std::regex_search(tag, d, declared) ||
@@ -90,8 +93,9 @@ TEST(RunReportE2E, BrowserShowsEveryCurvePointAndSample) {
     EXPECT_EQ(html.find(outside), std::string::npos) << outside;
 
   const std::string profile = (folder / "chromium-profile").string();
-  const std::string flags = " --headless --no-sandbox --disable-gpu --hide-scrollbars --user-data-dir=" +
-                            shell_quote(profile) + " ";
+  const std::string flags =
+      " --headless --no-sandbox --disable-gpu --hide-scrollbars --user-data-dir=" +
+      shell_quote(profile) + " ";
   const std::string url = shell_quote("file://" + page.string());
   auto dom = run_command("(timeout 120 " + browser + flags + "--dump-dom " + url + " 2>/dev/null)");
   ASSERT_EQ(dom.exit_code, 0) << dom.output;
@@ -110,7 +114,9 @@ TEST(RunReportE2E, BrowserShowsEveryCurvePointAndSample) {
   EXPECT_EQ(curves.size(), counts.size());
   // Every sample of samples.jsonl (2 at step 6, 2 at step 12), with its fills marked.
   std::size_t samples = 0;
-  for (std::size_t at = 0; (at = dom.output.find("class=\"sample\"", at)) != std::string::npos; ++at) ++samples;
+  for (std::size_t at = 0; (at = dom.output.find("class=\"sample\"", at)) != std::string::npos;
+       ++at)
+    ++samples;
   EXPECT_EQ(samples, 4u);
   EXPECT_TRUE(dom.output.find("class=\"ok\"") != std::string::npos ||
               dom.output.find("class=\"bad\"") != std::string::npos);
@@ -129,7 +135,8 @@ TEST(RunReportE2E, KilledRunWithATornLastLineIsReported) {
   const fs::path killed = dir / "killed";
   fs::create_directories(killed);
   // What a killed run leaves: metrics.jsonl ending in half a line, no final/, no checkpoint.
-  write_file(killed / "metrics.jsonl", read_file(dir / "out" / "metrics.jsonl") + "{\"step\": 13, \"train/lo");
+  write_file(killed / "metrics.jsonl",
+             read_file(dir / "out" / "metrics.jsonl") + "{\"step\": 13, \"train/lo");
   auto r = run_trainer({"report", "--run", killed.string()});
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const std::string html = read_file(killed / "report.html");
@@ -146,7 +153,8 @@ TEST(RunReportE2E, FolderWithoutMetricsIsAClearError) {
   const auto dir = fresh_dir("report-empty-" + std::to_string(getpid()));
   auto r = run_trainer({"report", "--run", dir.string()});
   EXPECT_EQ(r.exit_code, 1) << r.output;
-  EXPECT_NE(r.output.find("--run " + dir.string() + ": no metrics.jsonl"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("--run " + dir.string() + ": no metrics.jsonl"), std::string::npos)
+      << r.output;
   EXPECT_FALSE(fs::exists(dir / "report.html"));
   auto missing = run_trainer({"report", "--run", (dir / "nope").string()});
   EXPECT_EQ(missing.exit_code, 1) << missing.output;

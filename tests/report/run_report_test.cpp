@@ -21,9 +21,11 @@ std::vector<std::pair<Kind, std::string>> flat(const std::vector<FillPiece>& pie
 TEST(RunReport, FillsAreComparedWithTheOriginalCharacterByCharacter) {
   // "ab" and "cd" kept; fills "Xq" (X right, q wrong) and "Z" (right).
   EXPECT_EQ(flat(fill_pieces("ab[MASK][MASK]cd[MASK]", "abXqcdZ", "abXYcdZ", true)),
-            (std::vector<std::pair<Kind, std::string>>{
-                {Kind::Kept, "ab"}, {Kind::Correct, "X"}, {Kind::Wrong, "q"}, {Kind::Kept, "cd"},
-                {Kind::Correct, "Z"}}));
+            (std::vector<std::pair<Kind, std::string>>{{Kind::Kept, "ab"},
+                                                       {Kind::Correct, "X"},
+                                                       {Kind::Wrong, "q"},
+                                                       {Kind::Kept, "cd"},
+                                                       {Kind::Correct, "Z"}}));
 }
 
 TEST(RunReport, AFillHoldingTheNextKeptTextIsPlacedByItsMaskCount) {
@@ -35,8 +37,9 @@ TEST(RunReport, AFillHoldingTheNextKeptTextIsPlacedByItsMaskCount) {
 }
 
 TEST(RunReport, FillsWithoutAnOriginalAndUnalignableTexts) {
-  EXPECT_EQ(flat(fill_pieces("Once[MASK][MASK]", "Once upon", "Once", false)),
-            (std::vector<std::pair<Kind, std::string>>{{Kind::Kept, "Once"}, {Kind::Fill, " upon"}}));
+  EXPECT_EQ(
+      flat(fill_pieces("Once[MASK][MASK]", "Once upon", "Once", false)),
+      (std::vector<std::pair<Kind, std::string>>{{Kind::Kept, "Once"}, {Kind::Fill, " upon"}}));
   // A fill of another length than the original's: wrong as a whole.
   EXPECT_EQ(flat(fill_pieces("a[MASK]b", "axyzb", "acb", true)),
             (std::vector<std::pair<Kind, std::string>>{

@@ -21,8 +21,10 @@ bool have_python() { return run_command("python3 -c 'import json, struct'").exit
 // 12 steps logged every 3 (averages over 3 steps), evaluated and sampled every 6.
 std::string tensorboard_config(const fs::path& out, const std::string& extra = "") {
   return tiny_config(out, 12,
-                     "plugins = [\"" + kPlugin + "\"]\nreport_to = [\"tensorboard\"]\n"
-                     "val_set_size = 0.05\neval_steps = 6\neval_max_batches = 2\n" + extra) +
+                     "plugins = [\"" + kPlugin +
+                         "\"]\nreport_to = [\"tensorboard\"]\n"
+                         "val_set_size = 0.05\neval_steps = 6\neval_max_batches = 2\n" +
+                         extra) +
          "\n[diffusion]\ngeneration_interval = 6\nnum_generation_samples = 2\n"
          "generation_steps = 4\ngeneration_max_length = 16\n";
 }
@@ -38,7 +40,8 @@ ProcessResult read_events(const fs::path& out, bool samples = true, bool config 
 std::vector<fs::path> event_files(const fs::path& runs) {
   std::vector<fs::path> files;
   for (const auto& e : fs::directory_iterator(runs))
-    if (e.path().filename().string().rfind("events.out.tfevents.", 0) == 0) files.push_back(e.path());
+    if (e.path().filename().string().rfind("events.out.tfevents.", 0) == 0)
+      files.push_back(e.path());
   return files;
 }
 
