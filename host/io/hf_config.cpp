@@ -319,7 +319,12 @@ ModelConfig read_qwen(const ConfigObject& config, const std::filesystem::path& f
                                   " has no separate head_dim");
     }
   }
-  if (model_type == "Dream") model.mask_token_id = config.token_id("mask_token_id", std::nullopt);
+  // DreamConfig's default mask token (151666, "<|mask|>") when config.json does not say and
+  // the vocabulary has that row (Qwen2.5's 152064 rows do).
+  if (model_type == "Dream") {
+    model.mask_token_id = config.token_id("mask_token_id", std::nullopt);
+    if (config.find("mask_token_id") == nullptr && model.vocab_size > 151666) model.mask_token_id = 151666;
+  }
   check_heads(model, config, "num_attention_heads", "num_key_value_heads", "hidden_size");
   require_silu(config, "hidden_act");
   if (config.boolean("mlp_bias", false)) config.fail("mlp_bias", "is true; MLP biases are not supported");
@@ -351,6 +356,16 @@ ModelConfig read_llada(const ConfigObject& config) {
   model.num_attention_heads = config.positive_integer("n_heads", std::nullopt);
   if (config.find("n_kv_heads") != nullptr) {
     model.num_key_value_heads = config.positive_integer("n_kv_heads", std::nullopt);
+    // LLaDA's effective_n_kv_heads refuses a multi_query_attention that disagrees.
+    if (config.find("multi_query_attention") != nullptr) {
+      const std::int64_t implied =
+          config.boolean("multi_query_attention", false) ? 1 : model.num_attention_heads;
+      if (implied != model.num_key_value_heads) {
+        config.fail("multi_query_attention",
+                    "implies " + std::to_string(implied) + " key/value heads, but n_kv_heads is " +
+                        std::to_string(model.num_key_value_heads));
+      }
+    }
   } else {
     model.num_key_value_heads =
         config.boolean("multi_query_attention", false) ? 1 : model.num_attention_heads;
@@ -403,6 +418,9 @@ ModelConfig read_llada(const ConfigObject& config) {
   require_bool("input_emb_norm", false, false, "scaling the embeddings is not supported");
   require_bool("scale_logits", false, false, "scaled logits are not supported");
   if (config.find("clip_qkv") != nullptr) config.fail("clip_qkv", "is set; clipping q/k/v is not supported");
+  // Grouped blocks (OLMo's block_group_size) store their tensors under other names.
+  if (config.integer("block_group_size", 1) != 1)
+    config.fail("block_group_size", "is not 1; grouped blocks are not supported");
   check_heads(model, config, "n_heads", "n_kv_heads", "d_model");
   return model;
 }

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <fstream>
+#include <iterator>
 #include <regex>
 
 #include "errors.hpp"
@@ -24,6 +25,25 @@ std::int64_t checkpoint_step(const fs::path& p) {
   std::string name = p.filename().string();
   if (!std::regex_match(name, m, re)) return -1;
   return std::stoll(m[1]);
+}
+
+// The top-level *.py files of the folder the model came from: transformers' remote code
+// (config.json's auto_map names them, e.g. modeling_llada.py; they import each other, so all
+// are copied). Without them `from_pretrained(..., trust_remote_code=True)` cannot load the
+// checkpoint.
+void copy_model_code(const fs::path& from, const fs::path& to) {
+  std::error_code ec;
+  if (from.empty() || !fs::is_directory(from, ec)) return;
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(from, ec))
+    if (e.path().extension() == ".py" && e.is_regular_file(ec)) files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  for (const fs::path& file : files) {
+    std::ifstream in(file, std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (!in.good() && !in.eof()) throw UserError(file.string() + ": cannot be read");
+    write_file_durably(to / file.filename(), bytes);
+  }
 }
 
 std::vector<std::pair<std::int64_t, fs::path>> list_checkpoints(const fs::path& out) {
@@ -61,6 +81,7 @@ void write_checkpoint(const fs::path& dir, ModelBundle& bundle, const AdamW* opt
   if (auto pad = bundle.tokenizer->pad_id()) mc.pad_token_id = *pad;
   write_hf_config(tmp / "config.json", mc);
   bundle.tokenizer->save(tmp);
+  copy_model_code(bundle.source_dir, tmp);
   if (optimizer) {
     std::vector<std::pair<std::string, torch::Tensor>> st;
     for (auto& [name, t] : optimizer->state())

@@ -63,6 +63,7 @@ ModelBundle build_model_bundle(const TrainConfig& cfg, const fs::path& weights_d
   ModelBundle b;
   b.device = resolve_device(cfg.device);
   const fs::path hf_dir = !weights_dir.empty() ? weights_dir : fs::path(cfg.base_model);
+  b.source_dir = hf_dir;
 
   // 1. tokenizer
   if (!weights_dir.empty()) b.tokenizer = load_tokenizer(weights_dir);

@@ -17,6 +17,10 @@ struct ModelBundle {
   std::unique_ptr<Tokenizer> tokenizer;
   std::unique_ptr<LlamaModelHandle> model;
   torch::Device device = torch::kCPU;
+  // The Hugging Face folder the weights came from (empty: built from scratch). Its Python files
+  // (the modeling code that config.json's auto_map names, for LLaDA and Dream) are copied into
+  // every checkpoint, so that the model's own code loads the checkpoint.
+  std::filesystem::path source_dir;
   bool cuda() const { return device.is_cuda(); }
 };
 

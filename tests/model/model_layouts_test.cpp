@@ -179,6 +179,47 @@ TEST(ModelLayouts, DreamIsQwen2WithItsMaskTokenAndNextTokenLogits) {
   EXPECT_EQ(handle.native_mask_token_id(), std::optional<std::int64_t>(37));
 }
 
+// DreamConfig's default mask_token_id is 151666; a config.json without the key gets it when
+// the vocabulary has that row (Dream-7B's 152064 rows), and no mask token otherwise.
+TEST(ModelLayouts, DreamWithoutMaskTokenIdKeyGetsDreamConfigsDefaultOnlyWhereItFits) {
+  auto cfg = nlohmann::json::parse(kDreamConfig);
+  cfg.erase("mask_token_id");
+  auto dir = test::fresh_dir("layout-dream-default-mask");
+  test::write_file(dir / "config.json", cfg.dump());
+  EXPECT_EQ(read_hf_config(dir).mask_token_id, std::nullopt);
+  cfg["vocab_size"] = 152064;
+  test::write_file(dir / "config.json", cfg.dump());
+  EXPECT_EQ(read_hf_config(dir).mask_token_id, std::optional<std::int64_t>(151666));
+}
+
+// A LLaDA or Dream folder carries its modeling code (config.json's auto_map points into it):
+// every checkpoint gets the base's *.py files, byte for byte, and passes them on when it is the
+// base of the next save (resume, or training on from it).
+TEST(ModelLayouts, CheckpointsCarryTheModelsPythonCode) {
+  auto dir = test::fresh_dir("layout-model-code");
+  write_layout_folder(dir / "base", kLladaConfig, kLladaTensors);
+  const std::string configuration = "class LLaDAConfig: pass  # configuration_llada.py\n";
+  const std::string modeling = "from .configuration_llada import LLaDAConfig\n";
+  test::write_file(dir / "base" / "configuration_llada.py", configuration);
+  test::write_file(dir / "base" / "modeling_llada.py", modeling);
+  test::write_file(dir / "base" / "README.md", "not code\n");
+  ModelBundle bundle;
+  bundle.tokenizer = std::make_unique<ByteTokenizer>();
+  bundle.model = std::make_unique<LlamaModelHandle>(load_folder(dir / "base"));
+  bundle.source_dir = dir / "base";
+  write_checkpoint(dir / "checkpoint-1", bundle, nullptr, {}, "", {});
+  EXPECT_EQ(test::read_file(dir / "checkpoint-1" / "configuration_llada.py"), configuration);
+  EXPECT_EQ(test::read_file(dir / "checkpoint-1" / "modeling_llada.py"), modeling);
+  EXPECT_FALSE(fs::exists(dir / "checkpoint-1" / "README.md"));
+
+  ModelBundle next;
+  next.tokenizer = std::make_unique<ByteTokenizer>();
+  next.model = std::make_unique<LlamaModelHandle>(load_folder(dir / "checkpoint-1"));
+  next.source_dir = dir / "checkpoint-1";
+  write_checkpoint(dir / "checkpoint-2", next, nullptr, {}, "", {});
+  EXPECT_EQ(test::read_file(dir / "checkpoint-2" / "modeling_llada.py"), modeling);
+}
+
 TEST(ModelLayouts, DreamConvertedWithoutBiasesSaysSo) {
   auto cfg = nlohmann::json::parse(kDreamConfig);
   auto dir = test::fresh_dir("layout-dream-nobias");
@@ -485,6 +526,9 @@ TEST(ModelLayouts, MissingOrUnsupportedKeysAreNamedWithTheFile) {
       {kLladaConfig, [](nlohmann::json& c) { c["embedding_size"] = 32; }, "'embedding_size'"},
       {kLladaConfig, [](nlohmann::json& c) { c["n_kv_heads"] = 3; }, "'n_kv_heads'"},
       {kLladaConfig, [](nlohmann::json& c) { c["attention_layer_norm"] = true; }, "'attention_layer_norm'"},
+      // LLaDA's effective_n_kv_heads: multi-query means 1 key/value head, not n_kv_heads = 2.
+      {kLladaConfig, [](nlohmann::json& c) { c["multi_query_attention"] = true; }, "'multi_query_attention'"},
+      {kLladaConfig, [](nlohmann::json& c) { c["block_group_size"] = 2; }, "'block_group_size'"},
   };
   for (const Case& c : cases) {
     auto cfg = nlohmann::json::parse(c.config);
