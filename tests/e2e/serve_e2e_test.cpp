@@ -53,11 +53,15 @@ const fs::path& checkpoint() {
 // A `trainer serve` child process: started with --port 0, its port read from its first line.
 class ServerProcess {
  public:
-  explicit ServerProcess(std::vector<std::string> extra, const fs::path& ckpt = checkpoint()) {
+  // No `ckpt`: the shared diffusion checkpoint; another one names its plugins in its own
+  // loom_config.toml.
+  explicit ServerProcess(std::vector<std::string> extra, fs::path ckpt = {}) {
+    const bool diffusion = ckpt.empty();
+    if (diffusion) ckpt = checkpoint();
     log_ = fs::temp_directory_path() /
            ("loom-serve-" + std::to_string(getpid()) + "-" + std::to_string(counter()++) + ".log");
-    std::vector<std::string> args = {LOOM_TRAINER_BIN, "serve", "--checkpoint", ckpt.string(), "--plugin",
-                                     kPlugin, "--port", "0"};
+    std::vector<std::string> args = {LOOM_TRAINER_BIN, "serve", "--checkpoint", ckpt.string(), "--port", "0"};
+    if (diffusion) args.insert(args.end(), {"--plugin", kPlugin});
     args.insert(args.end(), extra.begin(), extra.end());
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
@@ -518,6 +522,41 @@ TEST(ServeE2E, ACheckpointThatCannotBeLoadedStopsServeBeforeItBinds) {
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("config.json"), std::string::npos) << r.output;
   EXPECT_EQ(r.output.find("http://"), std::string::npos) << r.output;
+}
+
+// Samplers built for older SDK minors keep working behind the server, which calls the 1.4
+// hooks only on plugins built for 1.4: the test fixture built for SDK 1.0 (generate only) and
+// the one built for this SDK (whose generate_batch_observed is the default: generate_batch).
+// Neither lets a request set sampler keys, and a stream then carries only the finished text.
+TEST(ServeE2E, SamplersBuiltForOlderSdkMinorsAreServedWithoutTheNewHooks) {
+  for (const std::string kind : {"v1_0", "plain"}) {
+    SCOPED_TRACE(kind);
+    const std::string plugin = (fs::path(LOOM_FIXTURE_DIR) / ("libfixture_" + kind + ".so")).string();
+    auto dir = fresh_dir("serve-fixture-" + kind + "-" + std::to_string(getpid()));
+    write_file(dir / "c.toml", tiny_config(dir / "out", 2) + "\n[" + kind + "]\nown_loss = true\n");
+    auto r = run_trainer({"--config", (dir / "c.toml").string(), "--no-progress", "--plugin", plugin});
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    ServerProcess s({}, dir / "out" / "final");
+    ASSERT_GT(s.port(), 0) << s.log();
+    int status = 0;
+    json j = post(s, {{"prompt", {"Once upon", "A cat"}}, {"max_tokens", 3}}, &status);
+    ASSERT_EQ(status, 200) << j.dump() << s.log();
+    EXPECT_EQ(j["usage"]["completion_tokens"], 6);
+    post(s, {{"prompt", "Once upon"}, {"threshold", 0.5}}, &status);
+    EXPECT_EQ(status, 400);
+    auto streamed = s.client().Post("/v1/completions",
+                                    json{{"prompt", "Once upon"}, {"max_tokens", 3}, {"stream", true}}.dump(),
+                                    "application/json");
+    ASSERT_TRUE(streamed);
+    Stream st = parse_events(streamed->body);
+    EXPECT_TRUE(st.done);
+    ASSERT_EQ(st.events.size(), 1u) << streamed->body;
+    EXPECT_EQ(st.events[0]["loom"]["final"], true);
+    if (kind == "plain")
+      EXPECT_NE(read_file(dir / "out" / "fixture_plain_generate_batch.txt").find("requests"), std::string::npos);
+    else
+      EXPECT_FALSE(fs::exists(dir / "out" / "fixture_v1_0_generate_batch.txt"));
+  }
 }
 
 std::string find_chromium() {
