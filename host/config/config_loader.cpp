@@ -133,6 +133,7 @@ class TableReader {
       out[std::string(k.str())] = *v.value<std::string>();
     }
   }
+  const std::string& source() const { return source_; }
   // Declares keys handled elsewhere (sub-tables) so they are not reported as unknown.
   void also_known(const char* key) { known_.push_back(key); }
 
@@ -198,6 +199,43 @@ void read_model(const toml::table& t, const std::string& src, ModelConfig& m) {
                     std::to_string(m.num_attention_heads) +
                     ") must be a multiple of model.num_key_value_heads (" +
                     std::to_string(m.num_key_value_heads) + ")");
+}
+
+// adapter and the lora_* keys (Axolotl's names). LoRA keys without adapter = "lora" are refused
+// rather than ignored: a run that silently trains every weight is not what was asked for.
+void read_lora(const toml::table& root, TableReader& r, LoraConfig& lora) {
+  std::string adapter;
+  r.read("adapter", adapter);
+  if (!adapter.empty() && adapter != "lora")
+    r.fail(*root.get("adapter"), "adapter",
+           "must be \"lora\" (got \"" + adapter + "\"; qlora and other adapters are not supported)");
+  lora.enabled = adapter == "lora";
+  r.read("lora_r", lora.r, 1, 1 << 16);
+  r.read("lora_alpha", lora.alpha, 0.0, {}, true);
+  r.read("lora_dropout", lora.dropout, 0.0, 1.0);
+  if (const toml::node* d = root.get("lora_dropout"); d && lora.dropout >= 1.0)
+    r.fail(*d, "lora_dropout", "must be >= 0 and < 1");
+  // A string (Axolotl's "all-linear") or an array of module names.
+  if (const toml::node* t = root.get("lora_target_modules"); t && t->is_string()) {
+    r.also_known("lora_target_modules");
+    lora.target_modules = {*t->value<std::string>()};
+  } else {
+    r.read("lora_target_modules", lora.target_modules);
+  }
+  r.read("lora_modules_to_save", lora.modules_to_save);
+  for (const char* key : {"lora_r", "lora_alpha", "lora_dropout", "lora_target_modules",
+                          "lora_modules_to_save"}) {
+    if (!lora.enabled && root.contains(key))
+      r.fail(*root.get(key), key, "is a LoRA key: set adapter = \"lora\" to train adapters");
+  }
+  if (!lora.enabled) return;
+  if (lora.target_modules.empty())
+    throw UserError(r.source() + ": adapter = \"lora\" needs lora_target_modules (module names "
+                    "such as [\"q_proj\", \"v_proj\"], or \"all-linear\")");
+  for (const auto& m : lora.target_modules)
+    if (m == "all-linear" && lora.target_modules.size() > 1)
+      r.fail(*root.get("lora_target_modules"), "lora_target_modules",
+             "\"all-linear\" stands alone (it already names every linear layer)");
 }
 
 void read_datasets(const toml::node& node, const std::string& src, std::vector<DatasetConfig>& out) {
@@ -319,6 +357,7 @@ TrainConfig parse_train_config(const std::string& toml_text, const std::string& 
   r.read("device", c.device, {"auto", "cpu", "cuda"});
   r.read("distributed_backend", c.distributed_backend, {"auto", "gloo", "nccl"});
   r.read("distributed_timeout_s", c.distributed_timeout_s, 0.0, 1e7, true);
+  read_lora(root, r, c.lora);
   r.also_known("datasets");
   for (const auto& t : kHostTables) r.also_known(t.c_str());
   if (c.optimizer != "adamw") c.optimizer = "adamw";  // Axolotl's spellings of the same thing

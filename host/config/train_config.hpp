@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "loom/sdk/config.hpp"
+#include "model/lora_config.hpp"
 #include "model/model_config.hpp"
 
 namespace loom {
@@ -70,6 +71,7 @@ struct TrainConfig {
   std::map<std::string, std::string> special_tokens;
 
   ModelConfig model;  // used when base_model is empty
+  LoraConfig lora;    // adapter = "lora": the base frozen, adapters trained (docs/lora.md)
   TokenizerConfig tokenizer;
   std::vector<DatasetConfig> datasets;
 

@@ -80,6 +80,20 @@ torch::Tensor AttentionImpl::project_qkv(const torch::Tensor& x, bool few_rows) 
                     bias ? torch::cat({q_proj->bias, k_proj->bias, v_proj->bias}, 0)
                          : torch::Tensor());
   }
+  if (!adapters.empty()) {
+    // Each adapter's delta in its projection's columns (zeros for projections without one).
+    const bool training = is_training();
+    auto part = [&](const char* name, std::int64_t width) {
+      auto it = adapters.find(name);
+      if (it != adapters.end()) return lora_delta(it->second, x, training).to(qkv.scalar_type());
+      auto shape = qkv.sizes().vec();
+      shape.back() = width;
+      return torch::zeros(shape, qkv.options());
+    };
+    qkv = qkv + torch::cat({part("q_proj", heads_ * head_dim_), part("k_proj", kv_heads_ * head_dim_),
+                            part("v_proj", kv_heads_ * head_dim_)},
+                           -1);
+  }
   if (!q_norm) return qkv;
   // Qwen3: each head's query and key RMS-normalised over head_dim (one weight for all heads),
   // before RoPE, so every attention path below sees normalised q and k.
@@ -100,6 +114,20 @@ torch::Tensor AttentionImpl::project_qkv(const torch::Tensor& x, bool few_rows) 
   return torch::cat({q.to(qkv.scalar_type()), k.to(qkv.scalar_type()), v}, -1);
 }
 
+torch::Tensor lora_delta(const LoraLinear& adapter, const torch::Tensor& x, bool training) {
+  auto h = adapter.dropout > 0 && training
+               ? F::dropout(x, F::DropoutFuncOptions().p(adapter.dropout).training(true))
+               : x;
+  return F::linear(F::linear(h, adapter.A), adapter.B) * adapter.scaling;
+}
+
+torch::Tensor AttentionImpl::project_output(const torch::Tensor& x) {
+  auto y = o_proj(x);
+  auto it = adapters.find("o_proj");
+  if (it == adapters.end()) return y;
+  return y + lora_delta(it->second, x, is_training()).to(y.scalar_type());
+}
+
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const LayerInputs& in, LayerKeyValues* kv) {
   const auto B = x.size(0), S = x.size(1);
   auto qkv = project_qkv(x, /*few_rows=*/false);
@@ -111,8 +139,8 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const LayerInputs& 
     kv->values = v.transpose(1, 2).contiguous();
   }
   if (in.kernel == AttentionKernel::FusedCpu && qkv.scalar_type() != torch::kHalf) {
-    return o_proj(fused_rope_attention(qkv, in.cos, in.sin, in.bias, in.causal,
-                                       AttentionDims{heads_, kv_heads_, head_dim_}));
+    return project_output(fused_rope_attention(qkv, in.cos, in.sin, in.bias, in.causal,
+                                               AttentionDims{heads_, kv_heads_, head_dim_}));
   }
   auto q = apply_rope(qkv.narrow(2, 0, heads_ * head_dim_).view({B, S, heads_, head_dim_}), in);
   auto k = apply_rope(qkv.narrow(2, heads_ * head_dim_, kv_heads_ * head_dim_).view({B, S, kv_heads_, head_dim_}), in);
@@ -144,7 +172,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const LayerInputs& 
     }
     out = torch::matmul(torch::softmax(scores, -1).to(v.scalar_type()), v);
   }
-  return o_proj(out.transpose(1, 2).reshape({B, S, heads_ * head_dim_}));
+  return project_output(out.transpose(1, 2).reshape({B, S, heads_ * head_dim_}));
 }
 
 const char* attention_kernel_name(AttentionKernel k) {
@@ -178,13 +206,30 @@ MlpImpl::MlpImpl(const ModelConfig& c) {
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
   // One matrix product for gate and up, then silu(gate) * up in one pass.
-  auto gate_up = F::linear(x, torch::cat({gate_proj->weight, up_proj->weight}, 0));
-  return down_proj(swiglu(gate_up));
+  return gate_up_down(x, F::linear(x, torch::cat({gate_proj->weight, up_proj->weight}, 0)));
 }
 
 torch::Tensor MlpImpl::forward_few_rows(const torch::Tensor& x) {
-  auto gate_up = torch::cat({F::linear(x, gate_proj->weight), F::linear(x, up_proj->weight)}, -1);
-  return down_proj(swiglu(gate_up));
+  return gate_up_down(
+      x, torch::cat({F::linear(x, gate_proj->weight), F::linear(x, up_proj->weight)}, -1));
+}
+
+torch::Tensor MlpImpl::gate_up_down(const torch::Tensor& x, torch::Tensor gate_up) {
+  if (adapters.empty()) return down_proj(swiglu(gate_up));
+  const bool training = is_training();
+  auto part = [&](const char* name) {
+    auto it = adapters.find(name);
+    if (it != adapters.end()) return lora_delta(it->second, x, training).to(gate_up.scalar_type());
+    auto shape = gate_up.sizes().vec();
+    shape.back() /= 2;
+    return torch::zeros(shape, gate_up.options());
+  };
+  gate_up = gate_up + torch::cat({part("gate_proj"), part("up_proj")}, -1);
+  auto h = swiglu(gate_up);
+  auto y = down_proj(h);
+  auto it = adapters.find("down_proj");
+  if (it == adapters.end()) return y;
+  return y + lora_delta(it->second, h, training).to(y.scalar_type());
 }
 
 DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c) {
@@ -223,6 +268,12 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
     ctx->saved_data["kernel"] = static_cast<std::int64_t>(in.kernel);
     ctx->saved_data["layer"] = layer_address;
     ctx->saved_data["autocast"] = autocast_enabled(x.device().is_cuda());
+    // LoRA dropout draws random numbers: the recomputation must draw the same ones.
+    auto generator = at::globalContext().defaultGenerator(x.device());
+    {
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      ctx->saved_data["rng"] = generator.get_state();
+    }
     return reinterpret_cast<DecoderLayerImpl*>(layer_address)->forward(x, in);
   }
 
@@ -241,7 +292,16 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
     {
       torch::AutoGradMode grad_on(true);
       AutocastGuard autocast(ctx->saved_data["autocast"].toBool(), x.device().is_cuda());
+      auto generator = at::globalContext().defaultGenerator(x.device());
+      at::Tensor now;
+      {
+        std::lock_guard<std::mutex> lock(generator.mutex());
+        now = generator.get_state();
+        generator.set_state(ctx->saved_data["rng"].toTensor());
+      }
       y = layer->forward(x, in);
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      generator.set_state(now);
     }
     torch::autograd::backward({y}, {grad_out[0]});
     return {x.grad(), torch::Tensor(), torch::Tensor()};
@@ -427,10 +487,12 @@ torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& input_ids,
   }
 
   auto h = model->embed_tokens(input_ids);
-  // The reentrant checkpoint only has a backward when its input requires grad (not so with a
-  // frozen embedding): then the layers run normally.
-  const bool checkpoint = checkpointing_ && is_training() && torch::GradMode::is_enabled() &&
-                          h.requires_grad() && !kv;
+  // The reentrant checkpoint only has a backward when its input requires grad. With a frozen
+  // embedding (LoRA) the embedded tokens are made to require it, as PEFT's
+  // enable_input_require_grads does, so the layers' adapters still get their gradients.
+  const bool checkpoint =
+      checkpointing_ && is_training() && torch::GradMode::is_enabled() && !kv;
+  if (checkpoint && !h.requires_grad()) h = h.detach().requires_grad_(true);
   if (kv) kv->assign(model->layers.size(), {});
   for (std::size_t l = 0; l < model->layers.size(); ++l) {
     auto& layer = model->layers[l];

@@ -8,6 +8,9 @@
 
 #include <torch/torch.h>
 
+#include <map>
+#include <string>
+
 #include "loom/sdk/model.hpp"
 #include "model/model_config.hpp"
 
@@ -57,6 +60,20 @@ struct LayerInputs {
   AttentionKernel kernel = AttentionKernel::Composite;  // resolved: never Auto
 };
 
+// A LoRA adapter on one linear layer (made by LoraAdapters, model/lora_adapters.hpp): the
+// layer's output gains scaling * B(A(dropout(x))), as PEFT computes it. The tensors are the
+// adapter's own (not registered with the module, so the model's state stays the base's).
+struct LoraLinear {
+  torch::Tensor A;  // [r, in]
+  torch::Tensor B;  // [out, r]
+  double scaling = 1.0;
+  double dropout = 0.0;  // applied only while training
+};
+// The adapters of one module, by the linear's name in the Llama scheme (q_proj, ..., down_proj).
+using LoraLinears = std::map<std::string, LoraLinear>;
+// scaling * B(A(dropout(x))): [..., in] -> [..., out].
+torch::Tensor lora_delta(const LoraLinear& adapter, const torch::Tensor& x, bool training);
+
 // One layer's keys (after RoPE) and values from a forward pass, for a key/value cache:
 // [B, KV, S, D] each, contiguous, in the pass's dtype.
 struct LayerKeyValues {
@@ -84,7 +101,13 @@ class AttentionImpl : public torch::nn::Module {
   torch::Tensor forward_cached(const torch::Tensor& x, const CachedRowInputs& in,
                                const torch::Tensor& keys, const torch::Tensor& values);
 
+  // LoRA adapters on q_proj, k_proj, v_proj, o_proj (empty: none). Every path (composite,
+  // fused CPU, SDPA, cached, checkpointed) goes through project_qkv and project_output.
+  LoraLinears adapters;
+
  private:
+  // o_proj, with its adapter.
+  torch::Tensor project_output(const torch::Tensor& x);
   // x [..., H] -> q, k, v side by side [..., (heads + 2 kv_heads) * D]: the projections with
   // their biases (Qwen2, Dream) and q and k normalised per head (Qwen3), before RoPE. With
   // `few_rows`, three products rather than one over concatenated weights.
@@ -104,7 +127,12 @@ class MlpImpl : public torch::nn::Module {
   // copy would cost more than the products).
   torch::Tensor forward_few_rows(const torch::Tensor& x);
 
+  // LoRA adapters on gate_proj, up_proj, down_proj (empty: none).
+  LoraLinears adapters;
+
  private:
+  // gate_up [..., 2F] -> the down projection of swiglu(gate_up), with the adapters' deltas.
+  torch::Tensor gate_up_down(const torch::Tensor& x, torch::Tensor gate_up);
   torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 };
 TORCH_MODULE(Mlp);
@@ -116,6 +144,9 @@ class DecoderLayerImpl : public torch::nn::Module {
   // One row's queries x [n, H] over the row's cached keys and values (AttentionImpl).
   torch::Tensor forward_cached(const torch::Tensor& x, const CachedRowInputs& in,
                                const torch::Tensor& keys, const torch::Tensor& values);
+  // Where LoRA adapters attach.
+  AttentionImpl& attention() { return *self_attn; }
+  MlpImpl& feed_forward() { return *mlp; }
 
  private:
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};

@@ -86,7 +86,7 @@ torch::Tensor AttentionImpl::forward_cached(const torch::Tensor& x, const Cached
   values.index_copy_(1, in.slots, v.transpose(0, 1).to(values.scalar_type()));
   auto o = attend(q.to(keys.scalar_type()), keys.narrow(1, in.key_begin, in.key_count),
                   values.narrow(1, in.key_begin, in.key_count), in.bias);
-  return o_proj(o.to(x.scalar_type()));
+  return project_output(o.to(x.scalar_type()));
 }
 
 torch::Tensor DecoderLayerImpl::forward_cached(const torch::Tensor& x, const CachedRowInputs& in,
