@@ -24,7 +24,7 @@ if ! [[ "$seconds" =~ ^[1-9][0-9]*$ ]]; then
   exit 2
 fi
 shift || true
-all_harnesses=(safetensors hf_config tokenizer_json toml_config dataset)
+all_harnesses=(safetensors hf_config tokenizer_json toml_config axolotl_config dataset)
 harnesses=("$@")
 ((${#harnesses[@]})) || harnesses=("${all_harnesses[@]}")
 for h in "${harnesses[@]}"; do
@@ -38,7 +38,7 @@ done
 # holds libclang_rt.fuzzer and the sanitizer runtimes), and what the parsers include.
 packages=(
   clang libclang-rt-dev cmake ninja-build pkg-config
-  nlohmann-json3-dev libtomlplusplus-dev libpcre2-dev
+  nlohmann-json3-dev libtomlplusplus-dev libpcre2-dev libspdlog-dev libyaml-cpp-dev
   libtorch-dev  # headers only: the dataset reader includes an SDK header with <ATen/core/Tensor.h>
 )
 . scripts/lib/install-packages.sh

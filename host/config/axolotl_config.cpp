@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -202,6 +203,31 @@ ScalarKind kind_of(const YAML::Node& n, bool* b, long long* i, double* d) {
   return ScalarKind::String;
 }
 
+// TOML text is UTF-8; YAML bytes are not checked by yaml-cpp. Strict: no overlong forms, no
+// surrogates, nothing above U+10FFFF.
+bool valid_utf8(const std::string& s) {
+  for (std::size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    std::size_t n = 0;
+    std::uint32_t cp = 0;
+    if (c < 0x80) n = 1, cp = c;
+    else if ((c & 0xE0) == 0xC0) n = 2, cp = c & 0x1F;
+    else if ((c & 0xF0) == 0xE0) n = 3, cp = c & 0x0F;
+    else if ((c & 0xF8) == 0xF0) n = 4, cp = c & 0x07;
+    else return false;
+    if (i + n > s.size()) return false;
+    for (std::size_t k = 1; k < n; ++k) {
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3F);
+    }
+    static const std::uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += n;
+  }
+  return true;
+}
+
 std::string toml_string(const std::string& s) {
   std::string out = "\"";
   for (unsigned char c : s) {
@@ -216,6 +242,25 @@ std::string toml_string(const std::string& s) {
     } else out += static_cast<char>(c);
   }
   return out + "\"";
+}
+
+// Text for a TOML comment: no control characters but TAB, valid UTF-8 (a key name in the
+// "ignored" list is the user's bytes).
+std::string comment_text(std::string s) {
+  const bool utf8 = valid_utf8(s);
+  for (auto& ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if ((c < 0x20 && c != '\t') || c == 0x7f || (!utf8 && c >= 0x80)) ch = '?';
+  }
+  return s;
+}
+
+// A key as TOML writes it: bare when it may be, else quoted.
+std::string toml_key(const std::string& k) {
+  const bool bare = !k.empty() && std::all_of(k.begin(), k.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+  });
+  return bare ? k : toml_string(k);
 }
 
 // The shortest text that reads back as the same double, as a TOML float.
@@ -305,7 +350,9 @@ class AxolotlTranslator {
         case ScalarKind::Bool: return b ? "true" : "false";
         case ScalarKind::Int: return std::to_string(i);
         case ScalarKind::Float: return toml_float(d);
-        case ScalarKind::String: return toml_string(n.Scalar());
+        case ScalarKind::String:
+          if (!valid_utf8(n.Scalar())) throw UserError(at(n) + ": " + key + ": not valid UTF-8");
+          return toml_string(n.Scalar());
       }
     }
     if (n.IsSequence()) {
@@ -317,6 +364,8 @@ class AxolotlTranslator {
       std::string s = "{ ";
       bool first = true;
       for (const auto& kv : n) {
+        if (!valid_utf8(kv.first.Scalar()))
+          throw UserError(at(kv.first) + ": " + key + ": a key that is not valid UTF-8");
         s += (first ? "" : ", ") + toml_string(kv.first.Scalar()) + " = " +
              render(kv.second, key + "." + kv.first.Scalar());
         first = false;
@@ -328,6 +377,10 @@ class AxolotlTranslator {
 
   void put(Table& table, const std::string& table_name, const std::string& key,
            const std::string& value, const YAML::Node& origin) {
+    if (!valid_utf8(key)) {
+      refused_.push_back(at(origin) + ": " + table_name + ": a key that is not valid UTF-8");
+      return;
+    }
     for (const auto& l : table)
       if (l.key == key) {
         refused_.push_back(at(origin) + ": " + (table_name.empty() ? "" : table_name + ".") + key +
@@ -350,7 +403,8 @@ class AxolotlTranslator {
     for (const auto& e : list) {
       if (!e.IsScalar()) continue;
       const std::string& spec = e.Scalar();
-      if (kDiffusionPluginPaths.count(spec)) loom_plugins_.push_back("diffusion");
+      if (!valid_utf8(spec)) refused_.push_back(at(e) + ": plugins: an entry that is not valid UTF-8");
+      else if (kDiffusionPluginPaths.count(spec)) loom_plugins_.push_back("diffusion");
       else if (spec.find('/') == std::string::npos && spec.find('.') != std::string::npos &&
                spec.size() > 3 && spec.compare(spec.size() - 3, 3, ".so") != 0)
         refused_.push_back(at(e) + ": plugins: unknown plugin path '" + spec +
@@ -365,6 +419,10 @@ class AxolotlTranslator {
 
   void diffusion_key(const std::string& key, const std::string& given_as, const YAML::Node& v) {
     if (v.IsNull()) return;  // null: Axolotl's default, which is loom's
+    if (!valid_utf8(key)) {
+      refused_.push_back(at(v) + ": diffusion: a key that is not valid UTF-8");
+      return;
+    }
     Table& t = plugin_table("diffusion");
     for (const auto& l : t)
       if (l.key == key) {
@@ -407,6 +465,15 @@ class AxolotlTranslator {
     }
     if (v.IsNull()) return;  // Axolotl's default: the key is as good as absent
     if (kSameKeys.count(key)) {
+      // transformers reads a float below 1 here as a share of the run's steps.
+      bool b = false;
+      long long i = 0;
+      double d = 0;
+      if ((key == "eval_steps" || key == "save_steps" || key == "logging_steps") && v.IsScalar() &&
+          kind_of(v, &b, &i, &d) == ScalarKind::Float && d > 0 && d < 1) {
+        refuse(v, key, "a share of the run's steps (loom: a number of steps)");
+        return;
+      }
       put_top(key, v);
       return;
     }
@@ -627,6 +694,16 @@ class AxolotlTranslator {
       throw UserError(constant_scheduler_at_ +
                       ": lr_scheduler: constant in transformers has no warmup, but a warmup is "
                       "given; write constant_with_warmup (loom's constant) or drop the warmup");
+    // A key given both as a value and as a table (model: x and model: {...}, YAML's duplicate
+    // keys) or twice through two spellings: one of them would be lost.
+    auto twice = [&](const std::string& k, bool again) {
+      if (find(k) != top_.end() && again)
+        throw UserError(find(k)->origin + ": " + k + " given twice (as a value and as a table or list)");
+    };
+    twice("model", !model_.empty());
+    twice("tokenizer", !tokenizer_.empty());
+    twice("report_to", !report_to_.empty());
+    for (const auto& [name, t] : plugin_tables_) twice(name, true);
     if (!report_to_.empty()) {
       std::string list = "[";
       for (std::size_t i = 0; i < report_to_.size(); ++i)
@@ -644,20 +721,20 @@ class AxolotlTranslator {
       text << s << "\n";
       out.line_origins.push_back(origin);
     };
-    line("# loom config converted from " + source_ + " (Axolotl YAML) by trainer convert-config", "");
+    line(comment_text("# loom config converted from " + source_ + " (Axolotl YAML) by trainer convert-config"), "");
     if (!ignored_.empty()) line("# ignored (they only concern Axolotl's Python tooling):", "");
-    for (const auto& i : ignored_) line("#   " + i, "");
-    for (const auto& n : notes_) line("# note: " + n, "");
-    for (const auto& l : top_) line(l.key + " = " + l.value, l.origin);
+    for (const auto& i : ignored_) line(comment_text("#   " + i), "");
+    for (const auto& n : notes_) line(comment_text("# note: " + n), "");
+    for (const auto& l : top_) line(toml_key(l.key) + " = " + l.value, l.origin);
     auto table = [&](const std::string& header, const Table& t) {
       line("", "");
       line(header, "");
-      for (const auto& l : t) line(l.key + " = " + l.value, l.origin);
+      for (const auto& l : t) line(toml_key(l.key) + " = " + l.value, l.origin);
     };
     if (!model_.empty()) table("[model]", model_);
     if (!tokenizer_.empty()) table("[tokenizer]", tokenizer_);
     for (const auto& d : datasets_) table("[[datasets]]", d);
-    for (const auto& [name, t] : plugin_tables_) table("[" + name + "]", t);
+    for (const auto& [name, t] : plugin_tables_) table("[" + toml_key(name) + "]", t);
     out.toml = text.str();
     return out;
   }

@@ -156,6 +156,12 @@ TEST_F(AxolotlConfig, MalformedYamlNamesLineAndColumn) {
             "trained and loom does not support them:\n"
             "  cfg.yml:1:3: (a list or mapping used as a key): a key must be a name");
   EXPECT_EQ(error_of("seed: *nope\n"), "cfg.yml:1:7: not valid YAML: the referenced anchor is not defined");
+  // Found by tests/fuzz/fuzz_axolotl_config.cpp: bytes that are not UTF-8, and keys TOML cannot
+  // write bare, used to make a translation that was not valid TOML.
+  EXPECT_EQ(error_of("base_model: a\xff\n"), "cfg.yml:1:13: base_model: not valid UTF-8");
+  EXPECT_EQ(error_of("model:\n  \"a b\": 3\n"), "cfg.yml:2:10: unknown key 'model.a b'");
+  EXPECT_EQ(error_of("model: tiny\nmodel:\n  hidden_size: 64\n"),
+            "cfg.yml:1:8: model given twice (as a value and as a table or list)");
 }
 
 // The TOML validation's messages point at the YAML value ("micro_batch_size: " is 18
@@ -249,6 +255,9 @@ TEST_F(AxolotlConfig, ValuesReadAsTransformersReadsThem) {
             std::string::npos);
   EXPECT_EQ(load("lr_scheduler: constant_with_warmup\nwarmup_steps: 10\n").lr_scheduler, "constant");
   EXPECT_EQ(load("lr_scheduler: constant\n").lr_scheduler, "constant");
+  // A float below 1 is a share of the steps to transformers: refused, not read as 0 steps.
+  EXPECT_NE(error_of("eval_steps: 0.25\n").find("cfg.yml:1:13: eval_steps: a share of the run's steps"),
+            std::string::npos);
   EXPECT_EQ(error_of("lr_scheduler: constant\nwarmup_steps: 10\n"),
             "cfg.yml:1:15: lr_scheduler: constant in transformers has no warmup, but a warmup is "
             "given; write constant_with_warmup (loom's constant) or drop the warmup");
