@@ -103,6 +103,12 @@ int DiffusionPlugin::eval_repeats() const { return static_cast<int>(config_.eval
 
 void DiffusionPlugin::on_step_end(sdk::TrainerState& state) { generation_.on_step_end(state); }
 
+void DiffusionPlugin::on_load(sdk::TrainerState& state, const std::string& /*checkpoint_dir*/) {
+  // A resumed run generates the samples after the checkpoint's step again: the earlier run's
+  // samples past it go, as the host cuts metrics.jsonl.
+  if (run_.command == "train") generation_.forget_samples_after(state);
+}
+
 std::vector<std::int64_t> DiffusionPlugin::start_sequence(
     const sdk::GenerateRequest& request) const {
   if (request.complete_tokens < 0) throw std::invalid_argument("generate: --complete must be > 0");

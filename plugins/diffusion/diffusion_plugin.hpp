@@ -12,6 +12,7 @@
 //  loss             diffusion_loss (see diffusion_loss.hpp)
 //  eval_repeats     eval_mc_samples fixed-seed mask draws per eval batch
 //  on_step_end      sample generation every generation_interval steps on rank 0
+//  on_load          --resume: samples.jsonl keeps the samples up to the checkpoint's step
 //  generate         `trainer generate`: completion (--complete N) or infilling (--mask R);
 //                   generate_batch with one request
 //  generate_batch   several requests sampled as one batch (ReverseSampler::run_batch): each
@@ -47,6 +48,7 @@ class DiffusionPlugin final : public sdk::Plugin {
   int eval_repeats() const override;
 
   void on_step_end(sdk::TrainerState& state) override;
+  void on_load(sdk::TrainerState& state, const std::string& checkpoint_dir) override;
 
   bool provides_sampler() const override { return true; }
   sdk::GenerateResult generate(sdk::ModelHandle& model, sdk::TokenizerHandle& tokenizer,

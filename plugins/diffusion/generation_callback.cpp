@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -160,6 +161,36 @@ std::vector<SampleReport> GenerationCallback::generate_now(sdk::TrainerState& st
     for (const auto& line : lines) file << line << "\n";
   }
   return reports;
+}
+
+void GenerationCallback::forget_samples_after(const sdk::TrainerState& state) const {
+  const std::string dir = !state.output_dir.empty() ? state.output_dir : setup_.output_dir;
+  if (!state.is_main_process() || dir.empty()) return;
+  const auto path = std::filesystem::path(dir) / "samples.jsonl";
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) return;
+  std::string keep;
+  {
+    std::ifstream in(path, std::ios::binary);
+    for (std::string line; std::getline(in, line);) {
+      if (in.eof()) break;  // no newline after it: torn by a kill mid-write
+      // Lines are sample_json_line's: {"step":N,...}.
+      static const std::string head = "{\"step\":";
+      if (line.compare(0, head.size(), head) != 0) continue;
+      char* end = nullptr;
+      const long long step = std::strtoll(line.c_str() + head.size(), &end, 10);
+      if (end != line.c_str() + head.size() && *end == ',' && step <= state.step) keep += line + "\n";
+    }
+  }
+  const auto tmp = std::filesystem::path(path.string() + ".tmp");
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << keep;
+    out.flush();
+    if (!out) throw std::runtime_error("diffusion: cannot write " + tmp.string());
+  }
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) throw std::runtime_error("diffusion: cannot replace " + path.string() + ": " + ec.message());
 }
 
 }  // namespace loom::diffusion

@@ -42,6 +42,10 @@ class GenerationCallback {
   // on_step_end: generate_now when due, with colours when stdout is a terminal.
   void on_step_end(sdk::TrainerState& state);
 
+  // --resume (rank 0): samples.jsonl keeps its lines up to state.step (the checkpoint's); later
+  // ones, and a torn last line, are dropped by replacing the file atomically.
+  void forget_samples_after(const sdk::TrainerState& state) const;
+
   std::size_t kept() const { return train_docs_.size() + eval_docs_.size(); }
 
  private:

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 #include "config/config_loader.hpp"
 #include "diffusion_plugin.hpp"
@@ -333,6 +334,43 @@ TEST(DiffusionPlugin, GenerateRefusesACheckpointWithoutMaskToken) {
   req.complete_tokens = 2;
   msg = error_of([&] { plugin->generate(model, tok, req, false); });
   EXPECT_NE(msg.find("[diffusion] mask_token_str"), std::string::npos) << msg;
+}
+
+// --resume from checkpoint-4: the samples of steps after 4 (the run goes over them again) and a
+// line torn by the kill are dropped; generate/eval loading a checkpoint leave the file alone.
+TEST(DiffusionPlugin, ResumeKeepsTheSamplesUpToTheCheckpointsStep) {
+  const auto dir = std::filesystem::temp_directory_path() / "loom_diffusion_samples_resume_test";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::string kept = "{\"step\":2,\"original\":\"a\"}\n{\"step\":4,\"original\":\"b\"}\n";
+  const std::string written =
+      kept + "{\"step\":6,\"original\":\"c\"}\n{\"step\":40,\"original\":\"d\"}\n{\"step\":8,\"orig";
+  auto write = [&] { std::ofstream(dir / "samples.jsonl", std::ios::binary) << written; };
+  auto read = [&] {
+    std::ifstream in(dir / "samples.jsonl", std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  };
+  sdk::TrainerState state;
+  state.output_dir = dir.string();
+  state.step = 4;
+
+  sdk::RunInfo eval_run;
+  eval_run.output_dir = dir.string();
+  eval_run.command = "eval";
+  write();
+  make_plugin({}, eval_run)->on_load(state, (dir / "checkpoint-4").string());
+  EXPECT_EQ(read(), written);
+
+  sdk::RunInfo train_run;
+  train_run.output_dir = dir.string();
+  write();
+  state.rank = 1;  // only rank 0 writes samples
+  make_plugin({}, train_run)->on_load(state, (dir / "checkpoint-4").string());
+  EXPECT_EQ(read(), written);
+  state.rank = 0;
+  make_plugin({}, train_run)->on_load(state, (dir / "checkpoint-4").string());
+  EXPECT_EQ(read(), kept);
+  EXPECT_FALSE(std::filesystem::exists(dir / "samples.jsonl.tmp"));
 }
 
 TEST(DiffusionPlugin, StepEndGeneratesSamplesIntoSamplesJsonl) {
