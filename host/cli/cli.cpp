@@ -87,6 +87,7 @@ int dispatch(int argc, char** argv) {
   auto* g = app.add_subcommand("generate", "sample from a checkpoint with the objective's sampler");
   add_common(g, gen.common);
   g->add_option("--checkpoint", gen.checkpoint, "checkpoint folder")->required();
+  g->add_option("--adapter", gen.adapter, "LoRA adapter folder to load on --checkpoint (its base)");
   g->add_option("--prompt", gen.prompt, "prompt text (default: read prompts interactively)");
   // Counts are checked against the model's context in run_generate; here only their sign.
   g->add_option("--complete", gen.complete, "generate N tokens after the prompt")
@@ -151,6 +152,7 @@ int dispatch(int argc, char** argv) {
   auto* e = app.add_subcommand("eval", "evaluate a checkpoint on a data file (JSON on stdout)");
   add_common(e, ev.common);
   e->add_option("--checkpoint", ev.checkpoint, "checkpoint folder")->required();
+  e->add_option("--adapter", ev.adapter, "LoRA adapter folder to load on --checkpoint (its base)");
   e->add_option("--data", ev.data, "JSONL or text file")->required();
   e->add_option("--objective", ev.objective, "causal, or the loss plugin (default: as trained)");
   e->add_option("--max-batches", ev.max_batches, "evaluate at most this many batches")
@@ -174,6 +176,13 @@ int dispatch(int argc, char** argv) {
                  "the device's declared peak (TFLOP/s) for mfu_declared, e.g. 989 for H100/H200 bf16")
       ->check(CLI::PositiveNumber);
 
+  ExportArgs exp;
+  auto* x = app.add_subcommand("export", "merge a LoRA adapter into its base: a full model folder");
+  add_common(x, exp.common);
+  x->add_option("--checkpoint", exp.checkpoint, "a LoRA checkpoint folder (or the base, with --adapter)")->required();
+  x->add_option("--adapter", exp.adapter, "LoRA adapter folder to merge into --checkpoint");
+  x->add_option("--merge", exp.merge, "the model folder to write (must not exist)")->required();
+
   ReportArgs report;
   auto* rp = app.add_subcommand("report", "write one self-contained HTML page about a run "
                                           "(curves, samples, config, checkpoints)");
@@ -184,7 +193,7 @@ int dispatch(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   static const std::set<std::string> commands = {"train", "check", "plugins", "generate",
                                                  "eval", "tokenize", "bench",
-                                                 "convert-config", "serve", "report"};
+                                                 "convert-config", "serve", "report", "export"};
   const bool help = !args.empty() && (args[0] == "-h" || args[0] == "--help" || args[0] == "--version");
   if (!help && (args.empty() || !commands.count(args[0]))) args.insert(args.begin(), "train");
   train.command_line = args;
@@ -203,6 +212,7 @@ int dispatch(int argc, char** argv) {
   if (*sv) return run_serve(serve);
   if (*e) return run_eval(ev);
   if (*rp) return run_report(report);
+  if (*x) return run_export(exp);
   if (*k) return run_tokenize(tok);
   if (*bn) return run_bench(bench);
   return 2;

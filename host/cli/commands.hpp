@@ -43,6 +43,7 @@ int run_plugins(const CommonOptions& args);
 struct GenerateArgs {
   CommonOptions common;
   std::string checkpoint;
+  std::string adapter;  // a LoRA adapter folder to load on `checkpoint` (then the base)
   std::optional<std::string> prompt;
   std::int64_t complete = 0;
   double mask = 0;
@@ -79,6 +80,7 @@ int run_serve(const ServeArgs& args);
 struct EvalArgs {
   CommonOptions common;
   std::string checkpoint;
+  std::string adapter;  // a LoRA adapter folder to load on `checkpoint` (then the base)
   std::string data;
   std::string objective;  // causal | the loss-owning plugin's name; empty: the checkpoint's
   std::int64_t max_batches = 0;
@@ -101,6 +103,16 @@ struct BenchArgs {
   double peak_tflops = 0;  // a declared peak (e.g. 989 for H100/H200 dense bf16): adds mfu_declared
 };
 int run_bench(const BenchArgs& args);
+
+// `trainer export --checkpoint DIR --merge OUT`: a LoRA checkpoint (or --adapter on a base)
+// merged into a full model folder in the base's layout.
+struct ExportArgs {
+  CommonOptions common;
+  std::string checkpoint;
+  std::string adapter;
+  std::string merge;  // the folder to write
+};
+int run_export(const ExportArgs& args);
 
 // `trainer report --run OUTPUT_DIR [--out FILE]`: a self-contained HTML page about a run.
 struct ReportArgs {

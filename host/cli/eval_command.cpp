@@ -22,9 +22,13 @@ namespace fs = std::filesystem;
 ModelBundle load_checkpoint_for(const std::string& command, const fs::path& ckpt,
                                 const TrainConfig& cfg, PluginSet& plugins);
 
+void use_as_base(TrainConfig& cfg, const std::string& base, const std::string& adapter);
+
 int run_eval(const EvalArgs& a) {
-  const fs::path ckpt = a.checkpoint;
+  // --adapter: the adapter folder is what loads, on --checkpoint as its base.
+  const fs::path ckpt = a.adapter.empty() ? fs::path(a.checkpoint) : fs::path(a.adapter);
   TrainConfig cfg = config_for(a.common, ckpt);
+  if (!a.adapter.empty()) use_as_base(cfg, a.checkpoint, a.adapter);
   const bool causal = a.objective == "causal";
   if (causal) cfg.plugins.clear();
   PluginSet plugins = plugins_for(causal ? CommonOptions{} : a.common, cfg);

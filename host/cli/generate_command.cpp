@@ -177,15 +177,25 @@ int run_generate_batches(const GenerateArgs& a, ModelBundle& b, LoadedPlugin& sa
 
 }  // namespace
 
+void use_as_base(TrainConfig& cfg, const std::string& base, const std::string& adapter) {
+  if (!is_adapter_folder(adapter))
+    throw UserError("--adapter " + adapter + ": no adapter_config.json (a PEFT LoRA adapter folder)");
+  if (!fs::is_directory(base)) throw UserError("--checkpoint " + base + ": not a folder");
+  cfg.base_model = base;
+}
+
 // Loads a checkpoint for inference; a plugin that has to add tokens to a trained checkpoint
 // (e.g. a mask token the checkpoint never learned) is refused, since those rows are untrained.
 ModelBundle load_checkpoint_for(const std::string& command, const fs::path& ckpt,
                                 const TrainConfig& cfg, PluginSet& plugins) {
   if (!fs::is_directory(ckpt)) throw UserError("--checkpoint " + ckpt.string() + ": not a folder");
   plugins.configure(cfg, run_info_for(cfg, command));
-  const auto stored_vocab = read_hf_config(ckpt / "config.json").vocab_size;
+  // A LoRA adapter folder: the base it names (or base_model) with the adapter on it. Its
+  // vocabulary grew at training as it grows now (same plugins, same rows), so no check.
+  const bool adapter = is_adapter_folder(ckpt);
+  const auto stored_vocab = adapter ? 0 : read_hf_config(ckpt / "config.json").vocab_size;
   ModelBundle b = build_model_bundle(cfg, ckpt, plugins, /*training=*/false);
-  if (b.model->vocab_size() != stored_vocab || b.tokenizer->vocab_size() > stored_vocab)
+  if (!adapter && (b.model->vocab_size() != stored_vocab || b.tokenizer->vocab_size() > stored_vocab))
     throw UserError("checkpoint " + ckpt.string() + " lacks tokens the plugins need (they had to add " +
                     std::to_string(b.tokenizer->vocab_size() - stored_vocab) +
                     " new token(s), e.g. a mask token): was it trained with these plugins?");
@@ -206,13 +216,16 @@ ModelBundle load_checkpoint_for(const std::string& command, const fs::path& ckpt
 }
 
 int run_generate(const GenerateArgs& a) {
-  const fs::path ckpt = a.checkpoint;
+  // --adapter: the adapter folder is what loads, on --checkpoint as its base.
+  const fs::path ckpt = a.adapter.empty() ? fs::path(a.checkpoint) : fs::path(a.adapter);
   TrainConfig cfg = config_for(a.common, ckpt);
+  if (!a.adapter.empty()) use_as_base(cfg, a.checkpoint, a.adapter);
   PluginSet plugins = plugins_for(a.common, cfg);
   if (!a.sampler_settings.empty()) {  // the sampler flags, as --set of the sampler's table
     CommonOptions with_flags = a.common;
     for (auto& o : sampler_overrides(a, plugins)) with_flags.overrides.push_back(std::move(o));
     cfg = config_for(with_flags, ckpt);
+    if (!a.adapter.empty()) use_as_base(cfg, a.checkpoint, a.adapter);
   }
   if (cfg.threads > 0) at::set_num_threads(cfg.threads);  // once, as training does
   ModelBundle b = load_checkpoint_for("generate", ckpt, cfg, plugins);

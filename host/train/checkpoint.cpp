@@ -67,7 +67,11 @@ void write_checkpoint(const fs::path& dir, ModelBundle& bundle, const AdamW* opt
   fs::remove_all(tmp);
   fs::create_directories(tmp);
   auto& model = bundle.model->model();
-  {
+  if (bundle.lora) {
+    // A LoRA run: the PEFT adapter (adapter_config.json naming the base, and
+    // adapter_model.safetensors) instead of a copy of the frozen base.
+    bundle.lora->save(tmp, bundle.base_model);
+  } else {
     // Checkpoints are always fp32 on disk: CPU copies of the parameters.
     std::vector<std::pair<std::string, torch::Tensor>> weights;
     for (auto& [name, t] : named_weights(model))
@@ -79,7 +83,7 @@ void write_checkpoint(const fs::path& dir, ModelBundle& bundle, const AdamW* opt
   if (auto bos = bundle.tokenizer->bos_id()) mc.bos_token_id = *bos;
   if (auto eos = bundle.tokenizer->eos_id()) mc.eos_token_id = *eos;
   if (auto pad = bundle.tokenizer->pad_id()) mc.pad_token_id = *pad;
-  write_hf_config(tmp / "config.json", mc);
+  if (!bundle.lora) write_hf_config(tmp / "config.json", mc);
   bundle.tokenizer->save(tmp);
   copy_model_code(bundle.source_dir, tmp);
   if (optimizer) {
@@ -138,8 +142,13 @@ fs::path find_latest_checkpoint(const fs::path& output_dir, std::vector<std::str
 std::string checkpoint_problem(const fs::path& dir) {
   try {
     read_trainer_state(dir);
-    read_hf_config(dir / "config.json");
-    SafetensorsFile::open(dir / "model.safetensors");
+    if (is_adapter_folder(dir)) {
+      read_adapter_config(dir);
+      SafetensorsFile::open(dir / "adapter_model.safetensors");
+    } else {
+      read_hf_config(dir / "config.json");
+      SafetensorsFile::open(dir / "model.safetensors");
+    }
     SafetensorsFile::open(dir / "optimizer.safetensors");
     std::error_code ec;
     if (!fs::exists(dir / "loom_config.toml") || fs::file_size(dir / "loom_config.toml", ec) == 0)
@@ -153,11 +162,17 @@ std::string checkpoint_problem(const fs::path& dir) {
 
 TrainerStateRecord read_trainer_state(const fs::path& dir) {
   if (!fs::is_directory(dir)) throw UserError("checkpoint " + dir.string() + ": not a folder");
+  // A LoRA checkpoint holds the adapter in place of the model.
+  const bool adapter = is_adapter_folder(dir);
   for (const char* f : {"model.safetensors", "config.json", "optimizer.safetensors",
-                        "trainer_state.json", "tokenizer.json"})
-    if (!fs::exists(dir / f))
-      throw UserError("checkpoint " + dir.string() + " is incomplete or corrupt: " + f +
+                        "trainer_state.json", "tokenizer.json"}) {
+    std::string file = f;
+    if (adapter && file == "model.safetensors") file = "adapter_model.safetensors";
+    if (adapter && file == "config.json") continue;
+    if (!fs::exists(dir / file))
+      throw UserError("checkpoint " + dir.string() + " is incomplete or corrupt: " + file +
                       " is missing");
+  }
   std::ifstream in(dir / "trainer_state.json");
   auto j = nlohmann::json::parse(in, nullptr, false);
   if (j.is_discarded() || !j.is_object() || !j.contains("step") || !j["step"].is_number_integer() ||

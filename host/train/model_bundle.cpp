@@ -1,6 +1,8 @@
 #include "train/model_bundle.hpp"
 
 #include <dlfcn.h>
+
+#include <algorithm>
 #include <torch/version.h>
 
 #include "errors.hpp"
@@ -62,11 +64,29 @@ ModelBundle build_model_bundle(const TrainConfig& cfg, const fs::path& weights_d
                                PluginSet& plugins, bool training) {
   ModelBundle b;
   b.device = resolve_device(cfg.device);
-  const fs::path hf_dir = !weights_dir.empty() ? weights_dir : fs::path(cfg.base_model);
+  // An adapter folder: its base, and the adapter's own settings (PEFT's or a loom checkpoint's).
+  const bool adapter_dir = !weights_dir.empty() && is_adapter_folder(weights_dir);
+  LoraConfig lora = cfg.lora;
+  std::string lora_where = cfg.source.string();
+  fs::path hf_dir = !weights_dir.empty() ? weights_dir : fs::path(cfg.base_model);
+  if (adapter_dir) {
+    const AdapterFolderConfig adapter = read_adapter_config(weights_dir);
+    lora = adapter.lora;
+    lora_where = (weights_dir / "adapter_config.json").string();
+    hf_dir = !cfg.base_model.empty() ? fs::path(cfg.base_model) : fs::path(adapter.base_model);
+    if (hf_dir.empty())
+      throw UserError(lora_where + ": base_model_name_or_path is empty and the config sets no "
+                      "base_model: which model is this adapter for?");
+  }
   b.source_dir = hf_dir;
+  // Absolute, so an adapter's adapter_config.json names its base from anywhere.
+  if (!hf_dir.empty()) b.base_model = fs::absolute(hf_dir).lexically_normal().string();
 
   // 1. tokenizer
-  if (!weights_dir.empty()) b.tokenizer = load_tokenizer(weights_dir);
+  std::error_code ec;
+  if (!weights_dir.empty() && (!adapter_dir || fs::exists(weights_dir / "tokenizer.json", ec)))
+    b.tokenizer = load_tokenizer(weights_dir);
+  else if (adapter_dir) b.tokenizer = load_tokenizer(hf_dir);
   else if (!cfg.tokenizer.path.empty()) b.tokenizer = load_tokenizer(cfg.tokenizer.path);
   else if (!cfg.base_model.empty()) b.tokenizer = load_tokenizer(cfg.base_model);
   else b.tokenizer = std::make_unique<ByteTokenizer>();
@@ -97,6 +117,21 @@ ModelBundle build_model_bundle(const TrainConfig& cfg, const fs::path& weights_d
   // 3. weights, once the machine can hold them (and, training, what training adds)
   check_memory(mc, cfg, training, b.cuda());
   LlamaForCausalLM model(mc);
+  if (lora.enabled && cfg.bf16 && mc.torch_dtype == "bfloat16") {
+    // The frozen matrices stay in the checkpoint's bf16 (half the memory of fp32; bf16
+    // autocast computes in bf16 anyway); what trains (adapters, modules_to_save) is fp32.
+    torch::NoGradGuard no_grad;
+    for (auto& kv : model->named_parameters()) {
+      if (kv.value().dim() < 2) continue;
+      const std::string stored = stored_tensor_name(mc.model_type, kv.key());
+      const std::string module = stored.substr(0, stored.size() - 7);  // without ".weight"
+      const std::string short_name = module.substr(module.rfind('.') + 1);
+      const bool saved = kv.key().rfind("model.layers.", 0) != 0 &&
+                         std::find(lora.modules_to_save.begin(), lora.modules_to_save.end(),
+                                   short_name) != lora.modules_to_save.end();
+      if (!saved) kv.value().set_data(kv.value().to(torch::kBFloat16));
+    }
+  }
   if (!hf_dir.empty()) {
     LoadOptions opt;
     // A tied model has no output matrix of its own; an exporter may have written one anyway.
@@ -114,9 +149,13 @@ ModelBundle build_model_bundle(const TrainConfig& cfg, const fs::path& weights_d
   model->resolved_attention_kernel(b.device);  // refuses what this build or device cannot run
   model->to(b.device);
   b.model = std::make_unique<LlamaModelHandle>(model);
+  // Adapters on the base (target names checked against the layout before anything runs).
+  if (lora.enabled) b.lora = std::make_unique<LoraAdapters>(model, lora, lora_where, cfg.seed);
 
   // 4. plugins may add tokens (and grow the vocabulary) now.
   plugins.on_model_loaded(*b.model, *b.tokenizer);
+  // 5. a trained adapter, once the vocabulary has the size it was trained with.
+  if (adapter_dir) b.lora->load(weights_dir);
   return b;
 }
 

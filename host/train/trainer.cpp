@@ -119,8 +119,9 @@ void Trainer::setup() {
                                   ? cfg_.warmup_steps
                                   : std::int64_t(std::ceil(cfg_.warmup_ratio * double(total_steps_)));
   schedule_ = std::make_unique<LrSchedule>(cfg_.lr_scheduler, cfg_.learning_rate, warmup, total_steps_);
+  // With LoRA, only the adapters (and modules_to_save) have optimizer state.
   optimizer_ = std::make_unique<AdamW>(
-      named_weights(bundle_.model->model()),
+      bundle_.lora ? bundle_.lora->trainable() : named_weights(bundle_.model->model()),
       AdamWOptions{cfg_.adam_beta1, cfg_.adam_beta2, cfg_.adam_epsilon, cfg_.weight_decay});
   if (opt_.resume) {
     std::map<std::string, torch::Tensor> state = load_all(resume_from_ / "optimizer.safetensors");
@@ -142,7 +143,11 @@ void Trainer::setup() {
   }
 }
 
-std::vector<torch::Tensor> Trainer::parameters() { return bundle_.model->model()->parameters(); }
+std::vector<torch::Tensor> Trainer::parameters() {
+  // What trains: with LoRA the frozen base is neither broadcast, summed over ranks nor clipped.
+  if (bundle_.lora) return bundle_.lora->parameters();
+  return bundle_.model->model()->parameters();
+}
 
 const BatchSource& Trainer::train_source() const {
   return custom_source_ ? *custom_source_ : *data_.train;
@@ -218,6 +223,10 @@ StepOutcome Trainer::train_step(std::int64_t step) {
   auto& model = *bundle_.model;
   model.set_training(true);
   sdk::StepContext ctx = context(step, true);
+  // LoRA dropout draws from the global generator: seeded from (seed, step, rank) so a resumed
+  // run draws what the uninterrupted one did.
+  if (bundle_.lora && bundle_.lora->config().dropout > 0)
+    torch::manual_seed(cfg_.seed * 1000003ULL + std::uint64_t(step) * 7919ULL + std::uint64_t(opt_.rank));
 
   // 1. data for the whole window, through the plugins' batch transforms
   std::vector<sdk::Batch> window = train_source().window(step);
@@ -356,7 +365,17 @@ int Trainer::run() {
     log_ = std::make_unique<MetricsLog>(cfg_.output_dir, opt_.resume ? start_step_ : -1);
   }
   std::int64_t params = 0;
-  for (const auto& p : parameters()) params += p.numel();
+  for (const auto& p : bundle_.model->model()->parameters()) params += p.numel();
+  if (main_process && bundle_.lora) {
+    std::int64_t trainable = 0;
+    for (const auto& p : parameters()) trainable += p.numel();
+    std::string targets;
+    for (const auto& t : bundle_.lora->target_modules()) targets += (targets.empty() ? "" : " ") + t;
+    spdlog::info("LoRA r {} alpha {} on {}: {:.3f}M trainable parameters ({:.3f}% of {:.2f}M)",
+                 bundle_.lora->config().r, bundle_.lora->config().alpha, targets,
+                 double(trainable) / 1e6, 100.0 * double(trainable) / double(std::max<std::int64_t>(1, params)),
+                 double(params) / 1e6);
+  }
   if (main_process) {
     spdlog::info("model: {} layers, hidden {}, {} heads ({} kv), vocab {}, {:.2f}M parameters, on {}",
                  bundle_.model->model()->config().num_hidden_layers, bundle_.model->hidden_size(),
