@@ -63,6 +63,41 @@ function renderStep(pieces, revealed) {
   });
 }
 
+// POSTs a streamed completion and hands each server-sent event to onEvent. An XMLHttpRequest
+// rather than fetch: it stays one pending request until the last event (so a headless browser
+// waiting for the network waits for the whole answer), and reads the same in every browser.
+function streamCompletion(body, onEvent) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", "/v1/completions");
+    xhr.setRequestHeader("Content-Type", "application/json");
+    let seen = 0, buffer = "";
+    const take = () => {
+      buffer += xhr.responseText.slice(seen);
+      seen = xhr.responseText.length;
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const line = buffer.slice(0, cut).trim();
+        buffer = buffer.slice(cut + 2);
+        if (line.startsWith("data: ") && line.slice(6) !== "[DONE]") onEvent(JSON.parse(line.slice(6)));
+      }
+    };
+    xhr.onprogress = () => { if (xhr.status === 200) take(); };
+    xhr.onload = () => {
+      if (xhr.status !== 200) {
+        let message = "HTTP " + xhr.status;
+        try { const e = JSON.parse(xhr.responseText); if (e.error) message = e.error.message; } catch (_) {}
+        reject(new Error(message));
+        return;
+      }
+      take();
+      resolve();
+    };
+    xhr.onerror = () => reject(new Error("the connection to the server failed"));
+    xhr.send(JSON.stringify(body));
+  });
+}
+
 async function run() {
   const mask = document.querySelector("input[name=mode]:checked").value === "mask";
   const body = {
@@ -80,36 +115,15 @@ async function run() {
   $("status").textContent = "sampling...";
   let steps = 0, finalText = null, error = null, shown = "";
   try {
-    const res = await fetch("/v1/completions", {
-      method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
-    if (!res.ok) {
-      const e = await res.json().catch(() => ({}));
-      throw new Error((e.error && e.error.message) || ("HTTP " + res.status));
-    }
-    const reader = res.body.getReader();
-    const decoder = new TextDecoder();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += decoder.decode(value, { stream: true });
-      let cut;
-      while ((cut = buffer.indexOf("\n\n")) >= 0) {
-        const line = buffer.slice(0, cut).trim();
-        buffer = buffer.slice(cut + 2);
-        if (!line.startsWith("data: ")) continue;
-        const data = line.slice(6);
-        if (data === "[DONE]") continue;
-        const event = JSON.parse(data);
-        if (event.error) { error = event.error.message; continue; }
-        const loom = event.loom || {};
-        if (loom.final) { finalText = event.choices[0].text; continue; }
-        steps = loom.step;
-        renderStep(loom.pieces, loom.revealed);
-        shown = loom.pieces.map((p) => (p === null ? PLACEHOLDER : p)).join("");
-        $("status").textContent = "step " + steps;
-      }
-    }
+    await streamCompletion(body, (event) => {
+      if (event.error) { error = event.error.message; return; }
+      const loom = event.loom || {};
+      if (loom.final) { finalText = event.choices[0].text; return; }
+      steps = loom.step;
+      renderStep(loom.pieces, loom.revealed);
+      shown = loom.pieces.map((p) => (p === null ? PLACEHOLDER : p)).join("");
+      $("status").textContent = "step " + steps;
+    });
   } catch (e) {
     error = String(e.message || e);
   }
