@@ -24,6 +24,15 @@ MemoryEstimate estimate_memory(const ModelConfig& m, const TrainConfig& cfg) {
   const double layers_kept = cfg.gradient_checkpointing ? 1.0 : L;
   const double activations = 4 * tokens * layers_kept * (12 * H + 3 * I);
   e.training_bytes = 16 * e.parameters + activations;
+  if (cfg.lora.enabled) {
+    // LoRA: the frozen base (built in fp32 before any bf16 copy) plus gradients and AdamW
+    // moments of the adapters alone -- r x (in + out) per linear, counted as if every linear
+    // were targeted -- and of the modules saved whole (counted as embedding-sized).
+    const double adapters =
+        L * double(cfg.lora.r) * ((H + q) * 2 + (H + kv) * 2 + (H + I) * 3);
+    const double saved = double(cfg.lora.modules_to_save.size()) * V * H;
+    e.training_bytes = e.weights_bytes + 16 * (adapters + saved) + activations;
+  }
   return e;
 }
 

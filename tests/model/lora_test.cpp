@@ -26,6 +26,7 @@
 #include "support/files.hpp"
 #include "support/process.hpp"
 #include "train/adamw.hpp"
+#include "train/memory_estimate.hpp"
 #include "train/model_bundle.hpp"
 
 namespace loom {
@@ -360,6 +361,22 @@ TEST(LoraConfigKeys, ReadAndValidatedNamingTheKey) {
   EXPECT_NE(config_error("adapter = \"lora\"\nlora_target_modules = [\"all-linear\", \"q_proj\"]\n")
                 .find("stands alone"),
             std::string::npos);
+}
+
+// The memory check before allocating counts only the adapters as trainable: for Llama-3.2-1B
+// with r = 16 on every linear, PEFT's print_trainable_parameters says 11,272,192.
+TEST(LoraConfigKeys, MemoryEstimateTrainsOnlyTheAdapters) {
+  ModelConfig m;
+  m.vocab_size = 128256, m.hidden_size = 2048, m.intermediate_size = 8192, m.num_hidden_layers = 16;
+  m.num_attention_heads = 32, m.num_key_value_heads = 8, m.tie_word_embeddings = true;
+  TrainConfig c;
+  c.sequence_len = 512, c.micro_batch_size = 1, c.gradient_checkpointing = true;
+  const MemoryEstimate full = estimate_memory(m, c);
+  c.lora.enabled = true, c.lora.r = 16, c.lora.target_modules = {"all-linear"};
+  const MemoryEstimate lora = estimate_memory(m, c);
+  const double activations = full.training_bytes - 16 * full.parameters;
+  EXPECT_DOUBLE_EQ(lora.training_bytes, full.weights_bytes + 16 * 11272192.0 + activations);
+  EXPECT_LT(lora.training_bytes, 0.3 * full.training_bytes);
 }
 
 // The checked-in goldens are what the reference script prints (skipped without python3-torch
