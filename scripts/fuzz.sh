@@ -5,7 +5,7 @@
 # Installs the Debian packages it needs (only those missing).
 #
 # Usage: scripts/fuzz.sh [SECONDS] [HARNESS...]
-#   HARNESS: safetensors hf_config tokenizer_json toml_config dataset (default: all)
+#   HARNESS: safetensors hf_config tokenizer_json toml_config axolotl_config dataset (default: all)
 # Environment:
 #   LOOM_FUZZ_BUILD_DIR  build folder (default build-fuzz; git-ignored)
 #   LOOM_FUZZ_JOBS       parallel compile jobs (default: nproc)
