@@ -250,6 +250,19 @@ TEST(ServeE2E, CompletionsForStringAndListPromptsEqualTrainerGenerate) {
     prompt_tokens += std::int64_t(json::parse(t.output.substr(0, t.output.find('\n'))).size());
   }
   EXPECT_EQ(two["usage"]["prompt_tokens"], prompt_tokens);
+
+  // stop: the answer ends before the first occurrence of a stop string.
+  const std::string text = expected[0];
+  // An ASCII character of the answer after its first two bytes (never half a UTF-8 character).
+  std::size_t at = 2;
+  while (at < text.size() && static_cast<unsigned char>(text[at]) >= 0x80) ++at;
+  ASSERT_LT(at, text.size()) << text;
+  const std::string stop = text.substr(at, 1);
+  json cut = post(s, {{"prompt", "Once upon"}, {"max_tokens", 12}, {"steps", 12}, {"seed", 5}, {"temperature", 0.8},
+                      {"stop", {"\u0001never", stop}}}, &status);
+  ASSERT_EQ(status, 200) << cut.dump();
+  EXPECT_EQ(cut["choices"][0]["text"], text.substr(0, text.find(stop)));
+  EXPECT_EQ(cut["choices"][0]["finish_reason"], "stop");
   EXPECT_EQ(two["usage"]["completion_tokens"], 24);
   EXPECT_EQ(two["usage"]["total_tokens"], prompt_tokens + 24);
 }
