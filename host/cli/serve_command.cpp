@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <thread>
 
 #include "cli/command_setup.hpp"
@@ -61,18 +62,29 @@ int run_serve(const ServeArgs& a) {
               sampler->name.c_str());
   std::fflush(stdout);
 
-  std::atomic<bool> stopping{false};
+  // The first SIGINT/SIGTERM drains (new requests get 503, those in flight finish); a second
+  // one, for a drain that takes too long, ends the process at once with 128 + the signal.
+  std::atomic<bool> served{false};
+  std::thread drainer;
   std::thread signals([&] {
     int sig = 0;
     sigwait(&stop_signals, &sig);
-    if (stopping.exchange(true)) return;  // woken by serve() ending on its own
-    spdlog::info("loom serve: {}: finishing the requests in flight, then exiting",
+    if (served) return;  // woken by serve() ending on its own
+    const char* name = sig == SIGINT ? "SIGINT" : "SIGTERM";
+    spdlog::info("loom serve: {}: finishing the requests in flight, then exiting (again: exit now)", name);
+    drainer = std::thread([&] { server.drain(); });
+    sigwait(&stop_signals, &sig);
+    if (served) return;
+    spdlog::warn("loom serve: {} again: exiting without waiting for the requests in flight",
                  sig == SIGINT ? "SIGINT" : "SIGTERM");
-    server.drain();
+    std::fflush(nullptr);
+    std::_Exit(128 + sig);
   });
   server.serve();
-  if (!stopping.exchange(true)) pthread_kill(signals.native_handle(), SIGTERM);
+  served = true;
+  pthread_kill(signals.native_handle(), SIGTERM);
   signals.join();
+  if (drainer.joinable()) drainer.join();
   spdlog::info("loom serve: stopped");
   return 0;
 }

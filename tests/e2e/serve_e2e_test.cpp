@@ -522,6 +522,41 @@ TEST(ServeE2E, SigtermDrainsTheRequestInFlightThenExitsZero) {
   EXPECT_NE(s.log().find("finishing the requests in flight"), std::string::npos) << s.log();
 }
 
+// A second SIGTERM during the drain ends the server at once (128 + 15), without waiting for
+// the rows still to sample: 12 prompts of 100 tokens, one row per batch.
+TEST(ServeE2E, ASecondSigtermEndsTheDrainAtOnce) {
+  ServerProcess s({"--max-batch", "1", "--max-prompts", "12", "--max-queue", "16"});
+  ASSERT_GT(s.port(), 0) << s.log();
+  std::vector<std::string> prompts(12, "Once");
+  auto answer = std::async(std::launch::async, [&] {
+    auto c = s.client();
+    return c.Post("/v1/completions", json{{"prompt", prompts}, {"max_tokens", 100}, {"steps", 100}}.dump(),
+                  "application/json");
+  });
+  auto c = s.client();
+  auto health = [&] {
+    auto h = c.Get("/health");
+    return h ? json::parse(h->body) : json();
+  };
+  for (auto end = Clock::now() + std::chrono::seconds(120); Clock::now() < end;) {
+    if (health().value("rows_running", 0) > 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  s.signal(SIGTERM);
+  for (auto end = Clock::now() + std::chrono::seconds(120); Clock::now() < end;) {
+    if (health().value("status", "") == "draining") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  const json during = health();
+  EXPECT_EQ(during.value("status", ""), "draining") << during.dump();
+  EXPECT_GT(during.value("queue_depth", 0) + during.value("rows_running", 0), 0) << during.dump();
+  s.signal(SIGTERM);
+  EXPECT_EQ(s.wait(), 128 + SIGTERM) << s.log();
+  EXPECT_NE(s.log().find("SIGTERM again"), std::string::npos) << s.log();
+  auto r = answer.get();
+  EXPECT_TRUE(!r || r->status != 200);  // the client did not get a (partial) answer
+}
+
 TEST(ServeE2E, ACheckpointThatCannotBeLoadedStopsServeBeforeItBinds) {
   ScratchDir d;
   auto r = run_trainer({"serve", "--checkpoint", (d / "missing").string(), "--plugin", kPlugin, "--port", "0"});
