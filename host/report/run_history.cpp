@@ -111,7 +111,9 @@ RunHistory RunHistory::read(const fs::path& run_dir) {
   }
   std::sort(h.checkpoints_.begin(), h.checkpoints_.end(), [](const auto& a, const auto& b) {
     if (a.name == "final" || b.name == "final") return b.name == "final" && a.name != "final";
-    return std::stoll(a.name.substr(11)) < std::stoll(b.name.substr(11));
+    // By number (checkpoint-10 after checkpoint-9), as strings of digits: no overflow.
+    const std::string x = a.name.substr(11), y = b.name.substr(11);
+    return x.size() != y.size() ? x.size() < y.size() : x < y;
   });
   // The config: final/'s, else the newest checkpoint's (each holds the run's resolved config).
   for (auto it = h.checkpoints_.rbegin(); it != h.checkpoints_.rend(); ++it) {

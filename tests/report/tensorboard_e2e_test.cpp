@@ -100,15 +100,11 @@ TEST(TensorBoardE2E, ResumedRunContinuesTheEventsWithoutDuplicates) {
   auto resumed = run_trainer({"--config", (dir / "c.toml").string(), "--resume", "--no-progress"});
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
   EXPECT_EQ(event_files(dir / "out" / "runs").size(), 2u);
-  auto events = read_events(dir / "out", /*samples=*/false);
+  // samples.jsonl is cut at the checkpoint's step too (the plugin's on_load): the samples at 6
+  // are the resumed run's, once each in samples.jsonl and in the events, then those at 12.
+  auto events = read_events(dir / "out", /*samples=*/true);
   EXPECT_EQ(events.exit_code, 0) << events.output;
-  // samples.jsonl is appended by the plugin (not cut on resume): the events hold the samples at
-  // 6 from the resumed run only, and those at 12.
-  auto dump = run_command("python3 " + shell_quote(kReader) + " " +
-                          shell_quote((dir / "out" / "runs").string()) + " " +
-                          shell_quote((dir / "out" / "metrics.jsonl").string()) + " --dump");
-  EXPECT_EQ(dump.exit_code, 0) << dump.output;
-  EXPECT_NE(dump.output.find("'tag': 'samples/2'"), std::string::npos) << dump.output;
+  EXPECT_NE(events.output.find(", 4 samples"), std::string::npos) << events.output;
   fs::remove_all(dir);
 }
 
