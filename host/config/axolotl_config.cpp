@@ -27,7 +27,8 @@ const std::set<std::string> kSameKeys = {
     "warmup_ratio", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm",
     "logging_steps", "eval_steps", "save_steps", "save_total_limit", "special_tokens",
     "eval_max_batches", "threads", "device", "distributed_backend", "distributed_timeout_s",
-    "attn_implementation"};
+    "attn_implementation", "adapter", "lora_r", "lora_alpha", "lora_dropout",
+    "lora_target_modules", "lora_modules_to_save"};
 
 // Axolotl's diffusion plugin keys, as its first releases took them at the top level (bare);
 // later releases spelled them diffusion_<key> at the top level, now under `diffusion:`.
@@ -113,11 +114,10 @@ const std::map<std::string, std::string> kToolingKeys = {
 // Set keys that change what is trained and loom does not support -> why. Unset (null, false,
 // empty) they are accepted: Axolotl's examples list many of them empty.
 const std::map<std::string, std::string> kRefusedKeys = {
-    {"adapter", "adapter training (LoRA/QLoRA); loom trains every weight"},
-    {"lora_model_dir", "adapter training"}, {"lora_r", "adapter training"},
-    {"lora_alpha", "adapter training"}, {"lora_dropout", "adapter training"},
-    {"lora_target_modules", "adapter training"}, {"lora_target_linear", "adapter training"},
-    {"lora_fan_in_fan_out", "adapter training"}, {"lora_modules_to_save", "adapter training"},
+    // adapter: lora and its lora_* keys are loom's own (kSameKeys, lora_target_linear below).
+    {"lora_model_dir", "adapter training from a saved adapter (give the adapter folder to "
+                       "trainer generate/eval --adapter)"},
+    {"lora_fan_in_fan_out", "adapter training"},
     {"peft_use_dora", "adapter training"}, {"peft_use_rslora", "adapter training"},
     {"peft_layer_replication", "adapter training"}, {"relora_steps", "adapter training"},
     {"loraplus_lr_ratio", "adapter training"}, {"loraplus_lr_embedding", "adapter training"},
@@ -464,6 +464,16 @@ class AxolotlTranslator {
       return;
     }
     if (v.IsNull()) return;  // Axolotl's default: the key is as good as absent
+    if (key == "lora_target_linear") {  // Axolotl's "every linear layer": loom's "all-linear"
+      bool b = false;
+      long long i = 0;
+      double d = 0;
+      if (!v.IsScalar() || kind_of(v, &b, &i, &d) != ScalarKind::Bool)
+        refuse(v, key, "must be true or false");
+      else if (b)
+        put(top_, "", "lora_target_modules", toml_string("all-linear"), v);
+      return;
+    }
     if (kSameKeys.count(key)) {
       // transformers reads a float below 1 here as a share of the run's steps.
       bool b = false;

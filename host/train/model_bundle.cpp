@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <optional>
 #include <torch/version.h>
 
 #include "errors.hpp"
@@ -116,20 +117,32 @@ ModelBundle build_model_bundle(const TrainConfig& cfg, const fs::path& weights_d
 
   // 3. weights, once the machine can hold them (and, training, what training adds)
   check_memory(mc, cfg, training, b.cuda());
-  LlamaForCausalLM model(mc);
-  if (lora.enabled && cfg.bf16 && mc.torch_dtype == "bfloat16") {
-    // The frozen matrices stay in the checkpoint's bf16 (half the memory of fp32; bf16
-    // autocast computes in bf16 anyway); what trains (adapters, modules_to_save) is fp32.
+  // LoRA on a bf16 checkpoint with bf16 autocast: the frozen matrices stay in the checkpoint's
+  // bf16 (half the memory of fp32; autocast computes in bf16 anyway). They are made in bf16 from
+  // the start, so the peak is not an fp32 copy of the model either; the norms and what trains
+  // (adapters, modules_to_save) are fp32.
+  const bool frozen_bf16 = lora.enabled && cfg.bf16 && mc.torch_dtype == "bfloat16";
+  const caffe2::TypeMeta default_dtype = c10::get_default_dtype();
+  if (frozen_bf16) c10::set_default_dtype(caffe2::TypeMeta::Make<at::BFloat16>());
+  std::optional<LlamaForCausalLM> made;
+  try {
+    made.emplace(mc);
+  } catch (...) {
+    c10::set_default_dtype(default_dtype);
+    throw;
+  }
+  c10::set_default_dtype(default_dtype);
+  LlamaForCausalLM model = *made;
+  if (frozen_bf16) {
     torch::NoGradGuard no_grad;
     for (auto& kv : model->named_parameters()) {
-      if (kv.value().dim() < 2) continue;
       const std::string stored = stored_tensor_name(mc.model_type, kv.key());
       const std::string module = stored.substr(0, stored.size() - 7);  // without ".weight"
       const std::string short_name = module.substr(module.rfind('.') + 1);
       const bool saved = kv.key().rfind("model.layers.", 0) != 0 &&
                          std::find(lora.modules_to_save.begin(), lora.modules_to_save.end(),
                                    short_name) != lora.modules_to_save.end();
-      if (!saved) kv.value().set_data(kv.value().to(torch::kBFloat16));
+      if (kv.value().dim() < 2 || saved) kv.value().set_data(kv.value().to(torch::kFloat));
     }
   }
   if (!hf_dir.empty()) {

@@ -193,8 +193,8 @@ TEST_F(AxolotlConfig, UnknownPluginPathIsAnErrorNamingIt) {
 // Every unsupported key that changes what is trained, in one message, each with its line.
 TEST_F(AxolotlConfig, TrainingChangingKeysAreListedInOneError) {
   const std::string msg = error_of(R"(load_in_8bit: true
-adapter: lora
-lora_r: 8
+lora_model_dir: ./lora-out
+peft_use_dora: true
 deepspeed: zero3.json
 optimizer: adamw_8bit
 datasets:
@@ -207,8 +207,9 @@ learnin_rate: 1e-3
             "cfg.yml: loom cannot run this Axolotl config as written; these keys change what is "
             "trained and loom does not support them:\n"
             "  cfg.yml:1:15: load_in_8bit: 8-bit quantised base weights\n"
-            "  cfg.yml:2:10: adapter: adapter training (LoRA/QLoRA); loom trains every weight\n"
-            "  cfg.yml:3:9: lora_r: adapter training\n"
+            "  cfg.yml:2:17: lora_model_dir: adapter training from a saved adapter (give the "
+            "adapter folder to trainer generate/eval --adapter)\n"
+            "  cfg.yml:3:16: peft_use_dora: adapter training\n"
             "  cfg.yml:4:12: deepspeed: DeepSpeed sharding (loom is data-parallel: --nproc or torchrun)\n"
             "  cfg.yml:5:12: optimizer: optimizer 'adamw_8bit' is not supported (loom: adamw_torch, "
             "adamw_torch_fused)\n"
@@ -216,6 +217,27 @@ learnin_rate: 1e-3
             "reads completion, alpaca, prompt_response)\n"
             "  cfg.yml:10:15: learnin_rate: not a key loom knows (did you mean 'learning_rate'?)\n"
             "(also ignored, Python tooling only: wandb_project (line 9, Weights & Biases))");
+}
+
+// adapter: lora and the lora_* keys are loom's; lora_target_linear: true is "all-linear".
+TEST_F(AxolotlConfig, LoraKeysMapOntoLoomsAndAreValidatedThere) {
+  test::write_file(file(), "adapter: lora\nlora_r: 16\nlora_alpha: 32\nlora_dropout: 0.05\n"
+                           "lora_target_linear: true\nlora_modules_to_save:\n  - embed_tokens\n");
+  const TrainConfig c = load_train_config(file());
+  EXPECT_TRUE(c.lora.enabled);
+  EXPECT_EQ(c.lora.r, 16);
+  EXPECT_DOUBLE_EQ(c.lora.alpha, 32.0);
+  EXPECT_DOUBLE_EQ(c.lora.dropout, 0.05);
+  EXPECT_EQ(c.lora.target_modules, (std::vector<std::string>{"all-linear"}));
+  EXPECT_EQ(c.lora.modules_to_save, (std::vector<std::string>{"embed_tokens"}));
+  test::write_file(file(), "adapter: lora\nlora_target_modules:\n  - q_proj\n  - v_proj\n"
+                           "lora_target_linear: false\n");
+  EXPECT_EQ(load_train_config(file()).lora.target_modules, (std::vector<std::string>{"q_proj", "v_proj"}));
+  EXPECT_NE(error_of("adapter: qlora\nlora_target_linear: true\n").find("cfg.yml:1:10: adapter must be \"lora\""),
+            std::string::npos)
+      << error_of("adapter: qlora\nlora_target_linear: true\n");
+  EXPECT_NE(error_of("lora_r: 0\nadapter: lora\nlora_target_linear: true\n").find("cfg.yml:1:9: lora_r must be"),
+            std::string::npos);
 }
 
 // Axolotl's examples leave unused keys empty or false: that is accepted silently.

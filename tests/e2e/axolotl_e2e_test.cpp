@@ -163,7 +163,7 @@ TEST(AxolotlE2EBadInput, StopsBeforeAnythingIsWritten) {
   expect_refused(train(base + "seed: many\n"), "seed must be an integer", out);
   expect_refused(train("plugins:\n  - axolotl.integrations.nope.NopePlugin\n" + base),
                  "plugins: unknown plugin path 'axolotl.integrations.nope.NopePlugin'", out);
-  expect_refused(train(base + "adapter: lora\n"), "adapter: adapter training (LoRA/QLoRA)", out);
+  expect_refused(train(base + "adapter: qlora\n"), "adapter must be \"lora\" (got \"qlora\"", out);
   // A diffusion key of the wrong type: the plugin's schema check, at the key's YAML line.
   const std::string diffusion = "plugins:\n  - diffusion.DiffusionPlugin\ndiffusion:\n  eps: high\n";
   expect_refused(train(diffusion + base), "a.yml:4:8: diffusion.eps must be of type float", out,

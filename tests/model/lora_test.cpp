@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <fstream>
 #include <map>
 #include <set>
@@ -25,7 +26,9 @@
 #include "model/reference_model.hpp"
 #include "support/files.hpp"
 #include "support/process.hpp"
+#include "tokenizer/byte_tokenizer.hpp"
 #include "train/adamw.hpp"
+#include "train/autocast_guard.hpp"
 #include "train/memory_estimate.hpp"
 #include "train/model_bundle.hpp"
 
@@ -361,6 +364,52 @@ TEST(LoraConfigKeys, ReadAndValidatedNamingTheKey) {
   EXPECT_NE(config_error("adapter = \"lora\"\nlora_target_modules = [\"all-linear\", \"q_proj\"]\n")
                 .find("stands alone"),
             std::string::npos);
+}
+
+// A bf16 checkpoint trained with bf16 = true keeps its frozen matrices in bf16 (made so, not
+// copied from fp32); norms, adapters and modules_to_save are fp32, and a step runs under autocast.
+TEST(LoraAdapters, FrozenBaseOfABf16CheckpointStaysBf16) {
+  auto dir = test::fresh_dir("lora-bf16");
+  layout_test::FolderOptions opt;
+  opt.dtype = torch::kBFloat16;
+  opt.vocab_rows = 259;
+  opt.listed_vocab_rows = 40;
+  opt.edit_config = [](nlohmann::json& c) { c["vocab_size"] = 259; };
+  auto stored = write_layout_folder(dir, layout_golden::kQwen2Config, layout_golden::kQwen2Tensors, opt);
+  ByteTokenizer({"<|eos|>", "<|pad|>", "<|mdm_mask|>"}).save(dir);
+  TrainConfig cfg;
+  cfg.base_model = dir.string();
+  cfg.device = "cpu";
+  cfg.sequence_len = 16;
+  cfg.bf16 = true;
+  cfg.lora = lora_config({"all-linear"}, 4, 8.0);
+  cfg.lora.modules_to_save = {"embed_tokens"};
+  PluginSet plugins;
+  ModelBundle b = build_model_bundle(cfg, {}, plugins);
+  ASSERT_TRUE(b.lora);
+  auto& m = b.model->model();
+  auto params = m->named_parameters();
+  const auto& q = params["model.layers.1.self_attn.q_proj.weight"];
+  EXPECT_EQ(q.scalar_type(), torch::kBFloat16);
+  EXPECT_FALSE(q.requires_grad());
+  for (const auto& [name, t] : stored)
+    if (name == "model.layers.1.self_attn.q_proj.weight") EXPECT_TRUE(torch::equal(q.to(torch::kFloat), t));
+  EXPECT_EQ(params["model.layers.0.input_layernorm.weight"].scalar_type(), torch::kFloat);
+  EXPECT_EQ(params["model.embed_tokens.weight"].scalar_type(), torch::kFloat);
+  EXPECT_TRUE(params["model.embed_tokens.weight"].requires_grad());
+  for (const auto& [name, t] : b.lora->trainable()) EXPECT_EQ(t.scalar_type(), torch::kFloat) << name;
+  EXPECT_EQ(c10::get_default_dtype(), caffe2::TypeMeta::Make<float>());  // put back
+  m->train();
+  Inputs in;
+  torch::Tensor loss;
+  {
+    AutocastGuard autocast(true, false);
+    loss = m->project(m->forward(in.ids, in.pos, in.seg, sdk::AttentionSpec::causal())).to(torch::kFloat).pow(2).mean();
+  }
+  loss.backward();
+  EXPECT_TRUE(std::isfinite(loss.item<double>()));
+  for (const auto& [name, t] : b.lora->trainable()) EXPECT_TRUE(t.grad().defined()) << name;
+  EXPECT_FALSE(q.grad().defined());
 }
 
 // The memory check before allocating counts only the adapters as trainable: for Llama-3.2-1B
