@@ -358,6 +358,9 @@ TrainConfig parse_train_config(const std::string& toml_text, const std::string& 
   r.read("distributed_backend", c.distributed_backend, {"auto", "gloo", "nccl"});
   r.read("distributed_timeout_s", c.distributed_timeout_s, 0.0, 1e7, true);
   read_lora(root, r, c.lora);
+  if (c.lora.enabled && c.base_model.empty())
+    r.fail(*root.get("adapter"), "adapter",
+           "= \"lora\" needs base_model (the model whose weights the adapters train on)");
   r.also_known("datasets");
   for (const auto& t : kHostTables) r.also_known(t.c_str());
   if (c.optimizer != "adamw") c.optimizer = "adamw";  // Axolotl's spellings of the same thing

@@ -221,7 +221,7 @@ learnin_rate: 1e-3
 
 // adapter: lora and the lora_* keys are loom's; lora_target_linear: true is "all-linear".
 TEST_F(AxolotlConfig, LoraKeysMapOntoLoomsAndAreValidatedThere) {
-  test::write_file(file(), "adapter: lora\nlora_r: 16\nlora_alpha: 32\nlora_dropout: 0.05\n"
+  test::write_file(file(), "base_model: m\nadapter: lora\nlora_r: 16\nlora_alpha: 32\nlora_dropout: 0.05\n"
                            "lora_target_linear: true\nlora_modules_to_save:\n  - embed_tokens\n");
   const TrainConfig c = load_train_config(file());
   EXPECT_TRUE(c.lora.enabled);
@@ -230,7 +230,7 @@ TEST_F(AxolotlConfig, LoraKeysMapOntoLoomsAndAreValidatedThere) {
   EXPECT_DOUBLE_EQ(c.lora.dropout, 0.05);
   EXPECT_EQ(c.lora.target_modules, (std::vector<std::string>{"all-linear"}));
   EXPECT_EQ(c.lora.modules_to_save, (std::vector<std::string>{"embed_tokens"}));
-  test::write_file(file(), "adapter: lora\nlora_target_modules:\n  - q_proj\n  - v_proj\n"
+  test::write_file(file(), "base_model: m\nadapter: lora\nlora_target_modules:\n  - q_proj\n  - v_proj\n"
                            "lora_target_linear: false\n");
   EXPECT_EQ(load_train_config(file()).lora.target_modules, (std::vector<std::string>{"q_proj", "v_proj"}));
   EXPECT_NE(error_of("adapter: qlora\nlora_target_linear: true\n").find("cfg.yml:1:10: adapter must be \"lora\""),

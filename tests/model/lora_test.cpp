@@ -336,7 +336,7 @@ std::string config_error(const std::string& toml) {
 
 TEST(LoraConfigKeys, ReadAndValidatedNamingTheKey) {
   auto c = parse_train_config(
-      "adapter = \"lora\"\nlora_r = 16\nlora_alpha = 32\nlora_dropout = 0.05\n"
+      "base_model = \"m\"\nadapter = \"lora\"\nlora_r = 16\nlora_alpha = 32\nlora_dropout = 0.05\n"
       "lora_target_modules = [\"q_proj\", \"v_proj\"]\nlora_modules_to_save = [\"embed_tokens\"]\n",
       "lora.toml", {});
   EXPECT_TRUE(c.lora.enabled);
@@ -345,7 +345,7 @@ TEST(LoraConfigKeys, ReadAndValidatedNamingTheKey) {
   EXPECT_DOUBLE_EQ(c.lora.dropout, 0.05);
   EXPECT_EQ(c.lora.target_modules, (std::vector<std::string>{"q_proj", "v_proj"}));
   EXPECT_EQ(c.lora.modules_to_save, (std::vector<std::string>{"embed_tokens"}));
-  auto all = parse_train_config("adapter = \"lora\"\nlora_target_modules = \"all-linear\"\n", "l.toml", {});
+  auto all = parse_train_config("base_model = \"m\"\nadapter = \"lora\"\nlora_target_modules = \"all-linear\"\n", "l.toml", {});
   EXPECT_EQ(all.lora.target_modules, (std::vector<std::string>{"all-linear"}));
   EXPECT_FALSE(parse_train_config("", "l.toml", {}).lora.enabled);
 
@@ -361,6 +361,10 @@ TEST(LoraConfigKeys, ReadAndValidatedNamingTheKey) {
             std::string::npos);
   EXPECT_NE(config_error("adapter = \"qlora\"\n").find("adapter must be \"lora\""), std::string::npos);
   EXPECT_NE(config_error("adapter = \"lora\"\n").find("needs lora_target_modules"), std::string::npos);
+  EXPECT_NE(config_error("adapter = \"lora\"\nlora_target_modules = \"all-linear\"\n")
+                .find("lora.toml:1:11: adapter = \"lora\" needs base_model"),
+            std::string::npos)
+      << config_error("adapter = \"lora\"\nlora_target_modules = \"all-linear\"\n");
   EXPECT_NE(config_error("adapter = \"lora\"\nlora_target_modules = [\"all-linear\", \"q_proj\"]\n")
                 .find("stands alone"),
             std::string::npos);
