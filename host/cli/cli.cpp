@@ -126,26 +126,38 @@ int dispatch(int argc, char** argv) {
   auto* sv = app.add_subcommand("serve", "serve a checkpoint over HTTP: OpenAI-style completions and a web page");
   add_common(sv, serve.common);
   sv->add_option("--checkpoint", serve.checkpoint, "checkpoint folder")->required();
-  sv->add_option("--host", serve.host, "address to listen on (default 127.0.0.1: this machine only)");
-  sv->add_option("--port", serve.port, "port (0: any free port, printed at start)")->check(CLI::Range(0, 65535));
+  sv->add_option("--host", serve.host, "address to listen on (default 127.0.0.1: this machine only)")
+      ->capture_default_str();
+  sv->add_option("--port", serve.port, "port (0: any free port, printed at start)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65535));
   sv->add_option("--model-name", serve.model_name, "the model id /v1/models shows (default: the checkpoint path)");
   sv->add_option("--max-batch", serve.limits.max_batch, "rows sampled together in one batch")
+      ->capture_default_str()
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{4096}));
   sv->add_option("--max-queue", serve.limits.max_queue, "rows that may wait beyond a full batch (then 503)")
+      ->capture_default_str()
       ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 20));
   sv->add_option("--batch-wait-ms", serve.limits.batch_wait_ms, "how long a batch waits for more rows")
+      ->capture_default_str()
       ->check(CLI::Range(std::int64_t{0}, std::int64_t{10000}));
   sv->add_option("--max-body-bytes", serve.limits.max_body_bytes, "largest request body")
+      ->capture_default_str()
       ->check(CLI::Range(std::size_t{64}, std::size_t{1} << 30));
   sv->add_option("--max-new-tokens", serve.limits.max_new_tokens, "largest max_tokens a request may ask for")
+      ->capture_default_str()
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 30));
   sv->add_option("--max-prompt-tokens", serve.limits.max_prompt_tokens, "longest prompt, in tokens")
+      ->capture_default_str()
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 30));
   sv->add_option("--max-prompts", serve.limits.max_prompts, "prompts in one request (a list prompt)")
+      ->capture_default_str()
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{4096}));
   sv->add_option("--max-steps", serve.limits.max_steps, "largest steps a request may ask for")
+      ->capture_default_str()
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 30));
   sv->add_option("--http-threads", serve.http_threads, "connections served at once (a stream holds one)")
+      ->capture_default_str()
       ->check(CLI::Range(2, 4096));
 
   EvalArgs ev;
