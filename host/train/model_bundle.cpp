@@ -106,7 +106,9 @@ ModelBundle build_model_bundle(const TrainConfig& cfg, const fs::path& weights_d
     if (auto eos = b.tokenizer->eos_id()) mc.eos_token_id = *eos;
     if (auto pad = b.tokenizer->pad_id()) mc.pad_token_id = *pad;
   }
-  if (mc.vocab_size < b.tokenizer->vocab_size())
+  // An adapter's saved tokenizer may hold tokens a plugin added to the base at training (a
+  // mask token); the vocabulary grows to it below, as it did then.
+  if (mc.vocab_size < b.tokenizer->vocab_size() && !adapter_dir)
     throw UserError("model.vocab_size (" + std::to_string(mc.vocab_size) +
                     ") is smaller than the tokenizer's vocabulary (" +
                     std::to_string(b.tokenizer->vocab_size()) + ")");
@@ -157,6 +159,9 @@ ModelBundle build_model_bundle(const TrainConfig& cfg, const fs::path& weights_d
   } else {
     model->reset_parameters(cfg.seed);
   }
+  // The rows added at training, made as resize_vocab made them then (the mean of the base's
+  // rows); trained ones come from the adapter's modules_to_save below.
+  if (adapter_dir && b.tokenizer->vocab_size() > mc.vocab_size) model->resize_vocab(b.tokenizer->vocab_size());
   model->set_gradient_checkpointing(cfg.gradient_checkpointing);
   model->set_attention_kernel(attention_kernel_from_name(cfg.attn_implementation));
   model->resolved_attention_kernel(b.device);  // refuses what this build or device cannot run

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <set>
 
+#include "distributed/process_group.hpp"
 #include "e2e/tiny_run.hpp"
 #include "io/tensor_io.hpp"
 #include "model/layout_folder.hpp"
@@ -170,6 +171,76 @@ TEST(LoraE2E, AdapterOfAnotherShapeIsRefusedAndNothingIsWritten) {
   EXPECT_NE(bad.output.find("\"o_proj\" matches no module of this llada model"), std::string::npos) << bad.output;
   EXPECT_NE(bad.output.find("attn_out"), std::string::npos) << bad.output;
   EXPECT_FALSE(fs::exists(dir / "bad-out" / "checkpoint-1"));
+}
+
+// Data parallel: only the adapters are broadcast and summed over ranks, and 2 ranks x micro
+// batch 2 train exactly as 1 rank x micro batch 2 x accumulation 2 (dropout off: its draws are
+// per rank).
+TEST(LoraE2E, TwoRanksTrainTheAdaptersLikeOneRankWithAccumulation) {
+  if (!gloo_available()) GTEST_SKIP() << "this build has no Gloo backend";
+  const fs::path base = llada_folder("dp-base");
+  const fs::path dir = fresh_dir("e2e-lora-dp");
+  std::string cfg = lora_config(base, dir / "unused", 4, "device = \"cpu\"\n");
+  cfg.replace(cfg.find("lora_dropout = 0.05"), 19, "lora_dropout = 0.0");
+  write_file(dir / "cfg.toml", cfg);
+  auto run = [&](const std::string& name, std::vector<std::string> extra) {
+    std::vector<std::string> args = {"--config", (dir / "cfg.toml").string(), "--plugin", kPlugin,
+                                     "--no-progress", "--set", "output_dir=" + (dir / name).string(),
+                                     "--set", "micro_batch_size=2"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto r = run_trainer(args);
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    return r.exit_code == 0;
+  };
+  ASSERT_TRUE(run("two", {"--nproc", "2"}));
+  ASSERT_TRUE(run("acc", {"--set", "gradient_accumulation_steps=2"}));
+  const auto two = train_losses(dir / "two"), acc = train_losses(dir / "acc");
+  ASSERT_EQ(two.size(), 4u);
+  for (const auto& [step, loss] : two)
+    EXPECT_NEAR(loss, acc.at(step), 1e-6 * std::abs(loss)) << step;
+  auto a = load_all(dir / "two" / "final" / "adapter_model.safetensors");
+  auto b = load_all(dir / "acc" / "final" / "adapter_model.safetensors");
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& [n, t] : a) EXPECT_LE((t - b.at(n)).abs().max().item<double>(), 1e-6) << n;
+}
+
+// A Qwen3 base gets the diffusion plugin's mask token: trained as a row of the embeddings and
+// the head saved whole (lora_modules_to_save), stored under PEFT's names, and sampled.
+TEST(LoraE2E, AddedMaskTokenTrainsWithTheModulesToSave) {
+  const fs::path base = fresh_dir("e2e-lora-qwen3");
+  layout_test::FolderOptions opt;
+  opt.vocab_rows = 258;
+  opt.listed_vocab_rows = 40;
+  opt.edit_config = [](nlohmann::json& c) {
+    c["vocab_size"] = 258;
+    c["max_position_embeddings"] = 256;
+    c["eos_token_id"] = 256;
+    c["pad_token_id"] = 257;
+    c.erase("bos_token_id");
+  };
+  layout_test::write_layout_folder(base, kQwen3Config, kQwen3Tensors, opt);
+  ByteTokenizer({"<|eos|>", "<|pad|>"}).save(base);
+  const fs::path dir = fresh_dir("e2e-lora-qwen3-run");
+  write_file(dir / "cfg.toml", lora_config(base, dir / "out", 2,
+                                           "lora_modules_to_save = [\"embed_tokens\", \"lm_head\"]\n"));
+  auto r = run_trainer({"--config", (dir / "cfg.toml").string(), "--plugin", kPlugin, "--no-progress"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto stored = load_all(dir / "out" / "final" / "adapter_model.safetensors");
+  ASSERT_TRUE(stored.count("base_model.model.model.embed_tokens.weight"));
+  ASSERT_TRUE(stored.count("base_model.model.lm_head.weight"));
+  EXPECT_EQ(stored["base_model.model.model.embed_tokens.weight"].size(0), 259);  // + the mask token
+  EXPECT_TRUE(stored.count("base_model.model.model.layers.1.self_attn.o_proj.lora_B.weight"));
+  auto cfg = nlohmann::json::parse(read_file(dir / "out" / "final" / "adapter_config.json"));
+  EXPECT_EQ(cfg["modules_to_save"], nlohmann::json({"embed_tokens", "lm_head"}));
+  auto g = run_trainer({"generate", "--checkpoint", (dir / "out" / "final").string(), "--prompt",
+                        "Once", "--complete", "4", "--steps", "2"});
+  EXPECT_EQ(g.exit_code, 0) << g.output;
+  // Resuming rebuilds the base, grows it by the saved tokenizer's mask token and loads the
+  // trained rows back.
+  auto resumed = run_trainer({"--config", (dir / "cfg.toml").string(), "--plugin", kPlugin,
+                              "--no-progress", "--set", "max_steps=3", "--resume"});
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_EQ(train_losses(dir / "out").size(), 3u);
 }
 
 }  // namespace
