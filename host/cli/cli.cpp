@@ -126,6 +126,7 @@ int dispatch(int argc, char** argv) {
   auto* sv = app.add_subcommand("serve", "serve a checkpoint over HTTP: OpenAI-style completions and a web page");
   add_common(sv, serve.common);
   sv->add_option("--checkpoint", serve.checkpoint, "checkpoint folder")->required();
+  sv->add_option("--adapter", serve.adapter, "LoRA adapter folder to load on --checkpoint (its base)");
   sv->add_option("--host", serve.host, "address to listen on (default 127.0.0.1: this machine only)")
       ->capture_default_str();
   sv->add_option("--port", serve.port, "port (0: any free port, printed at start)")

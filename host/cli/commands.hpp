@@ -69,6 +69,7 @@ int run_generate(const GenerateArgs& args);
 struct ServeArgs {
   CommonOptions common;
   std::string checkpoint;
+  std::string adapter;  // a LoRA adapter folder to load on `checkpoint` (then the base)
   std::string host = "127.0.0.1";  // loopback unless told otherwise
   int port = 8080;                 // 0: any free port (printed at start)
   std::string model_name;          // empty: the checkpoint path

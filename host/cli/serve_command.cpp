@@ -22,6 +22,7 @@ namespace fs = std::filesystem;
 
 ModelBundle load_checkpoint_for(const std::string& command, const fs::path& ckpt,
                                 const TrainConfig& cfg, PluginSet& plugins);
+void use_as_base(TrainConfig& cfg, const std::string& base, const std::string& adapter);
 
 int run_serve(const ServeArgs& a) {
   // SIGINT/SIGTERM are taken by one thread with sigwait; blocked here, before libtorch or
@@ -34,8 +35,10 @@ int run_serve(const ServeArgs& a) {
   // A client that hangs up mid-stream must be a failed write, not the end of the server.
   signal(SIGPIPE, SIG_IGN);
 
-  const fs::path ckpt = a.checkpoint;
+  // --adapter: the adapter folder is what loads, on --checkpoint as its base (as generate).
+  const fs::path ckpt = a.adapter.empty() ? fs::path(a.checkpoint) : fs::path(a.adapter);
   TrainConfig cfg = config_for(a.common, ckpt);
+  if (!a.adapter.empty()) use_as_base(cfg, a.checkpoint, a.adapter);
   PluginSet plugins = plugins_for(a.common, cfg);
   if (cfg.threads > 0) at::set_num_threads(cfg.threads);
   // Plugins are told "generate": serving is sampling, and plugins built before `serve` existed

@@ -607,6 +607,43 @@ TEST(ServeE2E, SamplersBuiltForOlderSdkMinorsAreServedWithoutTheNewHooks) {
   }
 }
 
+// A LoRA adapter trained on the shared checkpoint is served as `trainer generate` samples it:
+// the adapter folder alone (it names its base) and --checkpoint BASE --adapter FOLDER.
+TEST(ServeE2E, ALoraAdapterIsServedAsTrainerGenerateSamplesIt) {
+  const fs::path base = checkpoint();
+  auto dir = fresh_dir("serve-lora-" + std::to_string(getpid()));
+  write_file(dir / "lora.toml",
+             "base_model = \"" + base.string() + "\"\noutput_dir = \"" + (dir / "out").string() +
+                 "\"\nseed = 3\nsequence_len = 32\nmicro_batch_size = 4\nlearning_rate = 2e-2\n"
+                 "max_steps = 6\nlogging_steps = 1\nthreads = 1\nsave_steps = 0\n"
+                 "adapter = \"lora\"\nlora_r = 4\nlora_alpha = 8\nlora_target_modules = \"all-linear\"\n"
+                 "\n[[datasets]]\npath = \"" LOOM_SOURCE_DIR "/configs/data/tiny_stories.jsonl\"\n"
+                 "\n[diffusion]\ngenerate_samples = false\n");
+  auto r = run_trainer({"--config", (dir / "lora.toml").string(), "--plugin", kPlugin, "--no-progress"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const fs::path adapter = dir / "out" / "final";
+  ASSERT_TRUE(fs::exists(adapter / "adapter_config.json"));
+  write_file(dir / "in.jsonl", json{{"prompt", "Once upon"}, {"max_new_tokens", 10}, {"seed", 8}}.dump() + "\n");
+  auto g = run_trainer({"generate", "--checkpoint", adapter.string(), "--plugin", kPlugin, "--input",
+                        (dir / "in.jsonl").string(), "--output", (dir / "out.jsonl").string(), "--steps", "10",
+                        "--temperature", "0.8"});
+  ASSERT_EQ(g.exit_code, 0) << g.output;
+  const std::string expected = json::parse(read_file(dir / "out.jsonl"))["completion"];
+  const json body = {{"prompt", "Once upon"}, {"max_tokens", 10}, {"steps", 10}, {"seed", 8}, {"temperature", 0.8}};
+  {
+    ServerProcess s({}, adapter);
+    ASSERT_GT(s.port(), 0) << s.log();
+    EXPECT_EQ(completion(s, body), expected);
+  }
+  ServerProcess s({"--plugin", kPlugin, "--adapter", adapter.string()}, base);
+  ASSERT_GT(s.port(), 0) << s.log();
+  EXPECT_EQ(completion(s, body), expected);
+  // And the base alone answers otherwise (the adapter changed the model).
+  ServerProcess plain({});
+  ASSERT_GT(plain.port(), 0) << plain.log();
+  EXPECT_NE(completion(plain, body), expected);
+}
+
 std::string find_chromium() {
   for (const char* p : {"/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"})
     if (fs::exists(p)) return p;
