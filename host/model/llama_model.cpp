@@ -371,6 +371,8 @@ torch::Tensor LlamaForCausalLMImpl::output_weight() const {
 }
 
 torch::Tensor LlamaForCausalLMImpl::project(const torch::Tensor& hidden) const {
+  const bool cuda = hidden.is_cuda();
+  AutocastGuard autocast(bf16_matrices_ && !autocast_enabled(cuda), cuda);
   return F::linear(hidden, output_weight());
 }
 
@@ -461,6 +463,8 @@ torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& input_ids,
                                             const torch::Tensor& segment_ids,
                                             const sdk::AttentionSpec& attention,
                                             std::vector<LayerKeyValues>* kv) {
+  const bool cuda = input_ids.is_cuda();
+  AutocastGuard autocast(bf16_matrices_ && !autocast_enabled(cuda), cuda);
   const auto B = input_ids.size(0), S = input_ids.size(1);
   auto pos = position_ids.defined()
                  ? position_ids

@@ -205,6 +205,10 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   void set_attention_kernel(AttentionKernel k) { attention_kernel_ = k; }
   // The kernel forward() uses for inputs on `device`.
   AttentionKernel resolved_attention_kernel(const at::Device& device) const;
+  // The frozen matrices are bf16 (LoRA on a bf16 checkpoint, model/lora_adapters.hpp): every
+  // pass (forward, cached, project) then runs under bf16 autocast, also when its caller (a
+  // sampler) did not ask for it.
+  void set_bf16_matrices(bool on) { bf16_matrices_ = on; }
 
   LlamaBackbone model{nullptr};
   torch::nn::Linear lm_head{nullptr};  // null when tie_word_embeddings
@@ -218,6 +222,7 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
 
   ModelConfig config_;
   bool checkpointing_ = false;
+  bool bf16_matrices_ = false;
   AttentionKernel attention_kernel_ = AttentionKernel::Auto;
   torch::Tensor rope_cos_, rope_sin_;  // [max_pos, D], not parameters
 };

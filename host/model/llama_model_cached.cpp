@@ -14,6 +14,7 @@
 #include "model/kv_cache.hpp"
 #include "model/llama_model.hpp"
 #include "model/parallel_blocks.hpp"
+#include "train/autocast_guard.hpp"
 
 namespace loom {
 namespace F = torch::nn::functional;
@@ -110,6 +111,9 @@ torch::Tensor LlamaForCausalLMImpl::forward_caching(const torch::Tensor& input_i
                                                     const torch::Tensor& position_ids,
                                                     const torch::Tensor& segment_ids,
                                                     LlamaKeyValueCache& cache) {
+  // bf16 frozen matrices: under bf16 autocast (the rows' threads inherit it).
+  const bool cuda = input_ids.is_cuda();
+  AutocastGuard autocast(bf16_matrices_ && !autocast_enabled(cuda), cuda);
   constexpr const char* where = "forward_caching";
   if (input_ids.dim() != 2 || input_ids.size(0) < 1 || input_ids.size(1) < 1)
     fail(where, "input_ids must be [B, S] with B, S >= 1, got " + shape(input_ids));
@@ -189,6 +193,9 @@ torch::Tensor LlamaForCausalLMImpl::forward_caching(const torch::Tensor& input_i
 torch::Tensor LlamaForCausalLMImpl::forward_cached(LlamaKeyValueCache& cache,
                                                    const torch::Tensor& input_ids,
                                                    const torch::Tensor& positions) {
+  // bf16 frozen matrices: under bf16 autocast (the rows' threads inherit it).
+  const bool cuda = input_ids.is_cuda();
+  AutocastGuard autocast(bf16_matrices_ && !autocast_enabled(cuda), cuda);
   constexpr const char* where = "forward_cached";
   if (input_ids.dim() != 2 || positions.dim() != 2 || input_ids.sizes() != positions.sizes())
     fail(where, "input_ids and positions must both be [B, Q], got " + shape(input_ids) + " and " +

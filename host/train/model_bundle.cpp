@@ -123,7 +123,9 @@ ModelBundle build_model_bundle(const TrainConfig& cfg, const fs::path& weights_d
   // bf16 (half the memory of fp32; autocast computes in bf16 anyway). They are made in bf16 from
   // the start, so the peak is not an fp32 copy of the model either; the norms and what trains
   // (adapters, modules_to_save) are fp32.
-  const bool frozen_bf16 = lora.enabled && cfg.bf16 && mc.torch_dtype == "bfloat16";
+  // Training only: generate, serve and export run without autocast, on fp32 weights as for any
+  // other checkpoint.
+  const bool frozen_bf16 = training && lora.enabled && cfg.bf16 && mc.torch_dtype == "bfloat16";
   const caffe2::TypeMeta default_dtype = c10::get_default_dtype();
   if (frozen_bf16) c10::set_default_dtype(caffe2::TypeMeta::Make<at::BFloat16>());
   std::optional<LlamaForCausalLM> made;
@@ -162,6 +164,7 @@ ModelBundle build_model_bundle(const TrainConfig& cfg, const fs::path& weights_d
   // The rows added at training, made as resize_vocab made them then (the mean of the base's
   // rows); trained ones come from the adapter's modules_to_save below.
   if (adapter_dir && b.tokenizer->vocab_size() > mc.vocab_size) model->resize_vocab(b.tokenizer->vocab_size());
+  model->set_bf16_matrices(frozen_bf16);
   model->set_gradient_checkpointing(cfg.gradient_checkpointing);
   model->set_attention_kernel(attention_kernel_from_name(cfg.attn_implementation));
   model->resolved_attention_kernel(b.device);  // refuses what this build or device cannot run

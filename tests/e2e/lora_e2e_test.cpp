@@ -221,9 +221,15 @@ TEST(LoraE2E, AddedMaskTokenTrainsWithTheModulesToSave) {
   layout_test::write_layout_folder(base, kQwen3Config, kQwen3Tensors, opt);
   ByteTokenizer({"<|eos|>", "<|pad|>"}).save(base);
   const fs::path dir = fresh_dir("e2e-lora-qwen3-run");
+  // bf16 = true on a checkpoint whose config.json says bfloat16: the frozen matrices are bf16,
+  // and the samples the plugin draws while training run on them.
   write_file(dir / "cfg.toml", lora_config(base, dir / "out", 2,
-                                           "lora_modules_to_save = [\"embed_tokens\", \"lm_head\"]\n"));
-  auto r = run_trainer({"--config", (dir / "cfg.toml").string(), "--plugin", kPlugin, "--no-progress"});
+                                           "lora_modules_to_save = [\"embed_tokens\", \"lm_head\"]\n"
+                                           "bf16 = true\n"));
+  auto r = run_trainer({"--config", (dir / "cfg.toml").string(), "--plugin", kPlugin, "--no-progress",
+                        "--set", "diffusion.generate_samples=true", "--set",
+                        "diffusion.generation_interval=1", "--set", "diffusion.generation_max_length=8",
+                        "--set", "diffusion.generation_steps=2"});
   ASSERT_EQ(r.exit_code, 0) << r.output;
   auto stored = load_all(dir / "out" / "final" / "adapter_model.safetensors");
   ASSERT_TRUE(stored.count("base_model.model.model.embed_tokens.weight"));
@@ -237,6 +243,7 @@ TEST(LoraE2E, AddedMaskTokenTrainsWithTheModulesToSave) {
   EXPECT_EQ(g.exit_code, 0) << g.output;
   // Resuming rebuilds the base, grows it by the saved tokenizer's mask token and loads the
   // trained rows back.
+  EXPECT_TRUE(fs::exists(dir / "out" / "samples.jsonl"));
   auto resumed = run_trainer({"--config", (dir / "cfg.toml").string(), "--plugin", kPlugin,
                               "--no-progress", "--set", "max_steps=3", "--resume"});
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;

@@ -414,6 +414,20 @@ TEST(LoraAdapters, FrozenBaseOfABf16CheckpointStaysBf16) {
   EXPECT_TRUE(std::isfinite(loss.item<double>()));
   for (const auto& [name, t] : b.lora->trainable()) EXPECT_TRUE(t.grad().defined()) << name;
   EXPECT_FALSE(q.grad().defined());
+  // A sampler calls the model without autocast: the model turns it on for its bf16 matrices,
+  // on the full, cached and projection paths.
+  m->eval();
+  torch::NoGradGuard no_grad;
+  const auto ones = torch::ones({2, 8}, torch::kLong);
+  const auto pos1 = torch::arange(8).expand({2, 8});
+  auto logits = m->project(m->forward(in.ids, pos1, ones, sdk::AttentionSpec::bidirectional()));
+  EXPECT_TRUE(torch::isfinite(logits).all().item<bool>());
+  LlamaKeyValueCache cache(0, 2, 8, pos1, ones);
+  auto cached = m->project(m->forward_caching(in.ids, pos1, ones, cache));
+  EXPECT_TRUE(torch::allclose(cached.to(torch::kFloat), logits.to(torch::kFloat), 0.05, 0.05));
+  auto again = m->forward_cached(cache, in.ids.slice(1, 0, 2), torch::arange(2).expand({2, 2}));
+  EXPECT_TRUE(torch::isfinite(m->project(again)).all().item<bool>());
+  EXPECT_FALSE(autocast_enabled(false));
 }
 
 // The memory check before allocating counts only the adapters as trainable: for Llama-3.2-1B
