@@ -106,7 +106,10 @@ RunHistory RunHistory::read(const fs::path& run_dir) {
       c.step = state["step"].get<std::int64_t>();
     // Folders are renamed into place only when complete (io/durable_file.hpp); these files are
     // checked anyway, for a folder copied by hand.
-    c.complete = name == "final" ? fs::is_regular_file(e.path() / "config.json", ec) : c.step >= 0;
+    // A LoRA run's final/ holds the adapter (adapter_config.json) instead of the model.
+    c.complete = name == "final" ? fs::is_regular_file(e.path() / "config.json", ec) ||
+                                       fs::is_regular_file(e.path() / "adapter_config.json", ec)
+                                 : c.step >= 0;
     h.checkpoints_.push_back(c);
   }
   std::sort(h.checkpoints_.begin(), h.checkpoints_.end(), [](const auto& a, const auto& b) {

@@ -77,6 +77,11 @@ TEST(LoraE2E, DiffusionFineTuneOnLladaTrainsSavesResumesSamplesAndMerges) {
   }
   EXPECT_LT(last, first) << "loss of steps 10-12 vs 1-3";
 
+  // The run's report sees a finished run (final/ holds the adapter, not config.json).
+  auto report = run_trainer({"report", "--run", (dir / "out").string()});
+  ASSERT_EQ(report.exit_code, 0) << report.output;
+  EXPECT_NE(read_file(dir / "out" / "report.html").find("finished"), std::string::npos);
+
   // Checkpoints hold the PEFT adapter, not the model.
   const fs::path ckpt = dir / "out" / "checkpoint-8";
   for (const char* f : {"adapter_config.json", "adapter_model.safetensors", "optimizer.safetensors",
