@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <iostream>
 #include <sstream>
 #include <set>
 
@@ -222,7 +223,15 @@ int dispatch(int argc, char** argv) {
   if (*p) return run_plugins(plugins);
   if (*cv) return run_convert_config(convert);
   if (*g) return run_generate(gen);
-  if (*sv) return run_serve(serve);
+  if (*sv) {
+#ifdef LOOM_WITH_SERVE
+    return run_serve(serve);
+#else
+    std::cerr << "error: this trainer was built without `trainer serve` (configured with "
+                 "-DLOOM_SERVE=OFF; it needs Debian's libcpp-httplib-dev)\n";
+    return 1;
+#endif
+  }
   if (*e) return run_eval(ev);
   if (*rp) return run_report(report);
   if (*x) return run_export(exp);
