@@ -155,7 +155,11 @@ TEST_F(AxolotlConfig, MalformedYamlNamesLineAndColumn) {
             "cfg.yml: loom cannot run this Axolotl config as written; these keys change what is "
             "trained and loom does not support them:\n"
             "  cfg.yml:1:3: (a list or mapping used as a key): a key must be a name");
-  EXPECT_EQ(error_of("seed: *nope\n"), "cfg.yml:1:7: not valid YAML: the referenced anchor is not defined");
+  // yaml-cpp 0.8 (Debian 13) appends the anchor's name to its message: the location and the
+  // reason are what must be there.
+  const std::string anchor = error_of("seed: *nope\n");
+  EXPECT_EQ(anchor.rfind("cfg.yml:1:7: not valid YAML: the referenced anchor is not defined", 0), 0u)
+      << anchor;
   // Found by tests/fuzz/fuzz_axolotl_config.cpp: bytes that are not UTF-8, and keys TOML cannot
   // write bare, used to make a translation that was not valid TOML.
   EXPECT_EQ(error_of("base_model: a\xff\n"), "cfg.yml:1:13: base_model: not valid UTF-8");
