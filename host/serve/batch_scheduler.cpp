@@ -15,12 +15,14 @@ class BatchObserver final : public sdk::GenerateObserver {
   bool on_step(std::size_t row, std::int64_t step, const std::vector<std::int64_t>& tokens,
                std::int64_t mask_token_id) override {
     if (row >= rows_.size() || !rows_[row].on_step) return true;
+    if (step <= rows_[row].steps_delivered) return true;  // sampled again after a failed batch
     bool go_on = false;
     try {
       go_on = rows_[row].on_step(step, tokens, mask_token_id);
     } catch (...) {
       go_on = false;  // a callback that fails cannot be delivered to any more
     }
+    rows_[row].steps_delivered = step;
     if (!go_on) stopped_[row] = true;
     return go_on;
   }
@@ -146,8 +148,14 @@ void BatchScheduler::run_batch(std::vector<RowJob>& batch) {
     counters_.rows_failed += failed;
     counters_.running -= static_cast<std::int64_t>(batch.size());
   }
-  for (std::size_t i = 0; i < batch.size(); ++i)
-    if (batch[i].on_done) batch[i].on_done(error.empty() ? &results[i] : nullptr, error, bad_request);
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    if (!batch[i].on_done) continue;
+    // A callback that throws must not end the scheduler thread (and with it the process).
+    try {
+      batch[i].on_done(error.empty() ? &results[i] : nullptr, error, bad_request);
+    } catch (...) {
+    }
+  }
 }
 
 }  // namespace loom::serve

@@ -27,6 +27,9 @@ struct RowJob {
   std::function<bool(std::int64_t step, const std::vector<std::int64_t>& tokens,
                      std::int64_t mask_token_id)>
       on_step;
+  // The last step on_step was given. A batch that fails is sampled again row by row, and
+  // each row's steps up to this one are not given again (its client has them already).
+  std::int64_t steps_delivered = 0;
   // Exactly once: the result, or null and the reason it failed (and whether the request, not
   // the server, was at fault).
   std::function<void(const sdk::GeneratedSequence* result, const std::string& error,

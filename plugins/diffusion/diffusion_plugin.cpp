@@ -243,6 +243,23 @@ std::vector<sdk::GeneratedSequence> DiffusionPlugin::generate_batch_observed(
     }
     groups[g].push_back(i);
   }
+  // Every row and every group's settings are checked before any group samples: a bad row of
+  // a later group found after an earlier group streamed its steps would fail the batch half-way
+  // (the host then samples each row alone, and the earlier rows' steps would be seen twice).
+  require_model_loaded("generate");
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    try {
+      (void)start_sequence(requests[i]);
+    } catch (const std::invalid_argument& e) {
+      if (requests.size() == 1) throw;
+      throw std::invalid_argument("request " + std::to_string(i + 1) + ": " + e.what());
+    }
+  }
+  for (const DiffusionConfig* c : group_config)
+    if ((c->stop_at_eos || c->suppress_eos) && !tokenizer.eos_id())
+      throw std::invalid_argument(std::string("[diffusion] ") +
+                                  (c->stop_at_eos ? "stop_at_eos" : "suppress_eos") +
+                                  ": the tokenizer has no EOS token");
   std::vector<sdk::GeneratedSequence> out(requests.size());
   for (std::size_t g = 0; g < groups.size(); ++g)
     sample_group(model, tokenizer, requests, groups[g], *group_config[g], observer, false, out);

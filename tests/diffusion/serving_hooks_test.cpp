@@ -81,6 +81,29 @@ TEST(DiffusionPluginServing, TheObserverSeesEveryStepAndStoppingARowSavesItsForw
   EXPECT_EQ(out[1].result.generated, solo.result.generated);
 }
 
+// A row that cannot start (here: mask mode with an empty prompt, nothing to mask) in a later
+// settings group fails the batch before any group samples: no step was observed, so a client of
+// an earlier group is not shown steps that the host's row-by-row retry shows again.
+TEST(DiffusionPluginServing, ABadRowInALaterSettingsGroupFailsTheBatchBeforeAnyStep) {
+  ByteTokenizer tok;
+  TinyModel model(259, 16, 64, /*seed=*/9);
+  auto plugin = plugin_with({}, model, tok);
+  sdk::GenerateRequest empty;
+  empty.mask_ratio = 0.5;
+  empty.seed = 3;
+  const std::vector<sdk::GenerateRequest> requests = {completion(tok, "abc", 6, 6, 1, 0.7), empty};
+  RecordingObserver observer(/*stop_row=*/9, /*stop_step=*/0, tok.encode("abc").size());
+  try {
+    plugin->generate_batch_observed(model, tok, requests,
+                                    {options({}), options({{"remasking", std::string("random")}})},
+                                    &observer);
+    ADD_FAILURE() << "the batch with a row that has nothing to mask was sampled";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("request 2"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(observer.steps.empty()) << observer.steps[0].size() << " steps of row 1 were observed";
+}
+
 TEST(DiffusionPluginServing, ARequestsSettingsGiveWhatThePluginConfiguredWithThemGives) {
   ByteTokenizer tok;
   TinyModel model(259, 16, 64, /*seed=*/9);

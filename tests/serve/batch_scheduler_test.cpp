@@ -166,5 +166,57 @@ TEST(BatchScheduler, ARowsPlaceIsFreeWhenItsClientHearsBack) {
   EXPECT_EQ(outcome.results[2], "ok 2");
 }
 
+// A sampler that streams steps 1..3 of every row in order, then refuses a batch that holds
+// seed 13 (as a plugin that finds a bad row only after an earlier row streamed); alone, every
+// other row is sampled.
+std::vector<sdk::GeneratedSequence> steps_then_refuse(const std::vector<sdk::GenerateRequest>& requests,
+                                                      const std::vector<sdk::ConfigSection>&,
+                                                      sdk::GenerateObserver* observer) {
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    if (requests[i].seed == 13) throw std::invalid_argument("seed 13 is refused");
+    for (std::int64_t step = 1; step <= 3; ++step)
+      if (observer) observer->on_step(i, step, {std::int64_t(requests[i].seed)}, -1);
+  }
+  std::vector<sdk::GeneratedSequence> out(requests.size());
+  for (std::size_t i = 0; i < requests.size(); ++i) out[i].new_tokens = std::int64_t(requests[i].seed);
+  return out;
+}
+
+TEST(BatchScheduler, ARowSampledAgainAfterItsBatchFailedIsNotGivenItsStepsTwice) {
+  Outcome outcome;
+  BatchScheduler s(steps_then_refuse, 4, 10, 0);
+  std::vector<std::int64_t> steps_of_7;
+  std::vector<RowJob> batch;
+  batch.push_back(row(7, outcome));
+  batch.back().on_step = [&](std::int64_t step, const std::vector<std::int64_t>&, std::int64_t) {
+    steps_of_7.push_back(step);
+    return true;
+  };
+  batch.push_back(row(13, outcome));
+  ASSERT_TRUE(s.submit(std::move(batch)));
+  s.stop();
+  EXPECT_EQ(steps_of_7, (std::vector<std::int64_t>{1, 2, 3}));
+  EXPECT_EQ(outcome.results[7], "ok 7");
+  EXPECT_EQ(outcome.results[13], "bad: seed 13 is refused");
+}
+
+TEST(BatchScheduler, AnOnDoneThatThrowsDoesNotEndTheScheduler) {
+  HeldSampler sampler;
+  sampler.release();
+  Outcome outcome;
+  BatchScheduler s(sampler.fn(), 1, 10, 0);
+  RowJob throwing = row(1, outcome);
+  throwing.on_done = [](const sdk::GeneratedSequence*, const std::string&, bool) {
+    throw std::runtime_error("a client's callback failed");
+  };
+  std::vector<RowJob> first;
+  first.push_back(std::move(throwing));
+  ASSERT_TRUE(s.submit(std::move(first)));
+  ASSERT_TRUE(s.submit(rows({2}, outcome)));
+  s.stop();
+  EXPECT_EQ(outcome.results[2], "ok 2");
+  EXPECT_EQ(s.counters().batches, 2);
+}
+
 }  // namespace
 }  // namespace loom::serve
