@@ -8,12 +8,15 @@ FinishedAnswer AnswerText::finish(const sdk::GeneratedSequence& g, std::int64_t 
                                   const std::vector<std::string>& stop) const {
   FinishedAnswer a;
   const auto& seq = g.result.generated;
+  const std::optional<std::int64_t> eos = tokenizer_.eos_id();
   std::vector<std::int64_t> ids;
   if (mask_mode_) {
     // The refilled prompt (and any completion after it) is the answer.
     ids = seq;
     a.completion_tokens = g.new_tokens;
-    a.finish_reason = "length";
+    // Only a refill (no new tokens asked for) is cut by nothing.
+    const bool ended_at_eos = !seq.empty() && eos && seq.back() == *eos;
+    a.finish_reason = max_tokens == 0 || ended_at_eos || g.new_tokens < max_tokens ? "stop" : "length";
   } else {
     // As `trainer generate --input` reports it: the new tokens up to and including the EOS
     // that ended the row, special tokens dropped.
@@ -21,7 +24,10 @@ FinishedAnswer AnswerText::finish(const sdk::GeneratedSequence& g, std::int64_t 
     const auto end = std::min(seq.size(), begin + std::size_t(std::max<std::int64_t>(0, g.new_tokens)));
     ids.assign(seq.begin() + std::ptrdiff_t(begin), seq.begin() + std::ptrdiff_t(end));
     a.completion_tokens = std::int64_t(ids.size());
-    a.finish_reason = g.new_tokens < max_tokens ? "stop" : "length";
+    // An EOS ends the answer even on the last allowed position: "length" only for an answer
+    // max_tokens cut.
+    const bool ended_at_eos = !ids.empty() && eos && ids.back() == *eos;
+    a.finish_reason = g.new_tokens < max_tokens || ended_at_eos ? "stop" : "length";
   }
   a.text = tokenizer_.decode(ids, /*skip_special=*/true);
   std::size_t cut = std::string::npos;

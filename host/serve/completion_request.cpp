@@ -70,12 +70,13 @@ CompletionRequest parse_completion_request(const std::string& body, const ServeL
   if (!j.is_object()) bad("", "the request body must be a JSON object", "invalid_json");
 
   CompletionRequest r;
-  // OpenAI fields that change nothing here, accepted at their neutral values so that standard
-  // clients (which send some of them) work.
+  // OpenAI fields that change nothing here, accepted at their neutral values only (standard
+  // clients send some of them); any other value is a 400 naming the field, never ignored.
   static const std::set<std::string> neutral = {"model", "user", "n", "best_of", "echo",
                                                 "logprobs", "presence_penalty",
                                                 "frequency_penalty", "logit_bias", "suffix",
                                                 "stream_options"};
+  bool max_tokens_given = false;
   std::set<std::string> option_names;
   for (const auto& k : option_keys) option_names.insert(k.name);
 
@@ -99,7 +100,9 @@ CompletionRequest parse_completion_request(const std::string& body, const ServeL
         bad("prompt", "prompt must be a string or a list of strings", "invalid_type");
       }
     } else if (name == "max_tokens") {
+      if (v.is_null()) continue;
       r.max_tokens = integer_in(v, name, 0, limits.max_new_tokens, "--max-new-tokens");
+      max_tokens_given = true;
     } else if (name == "temperature") {
       if (!v.is_null()) r.temperature = number_in(v, name, 0.0, 100.0);
     } else if (name == "seed") {
@@ -151,6 +154,26 @@ CompletionRequest parse_completion_request(const std::string& body, const ServeL
           bad(name, "logprobs are not supported", "unsupported_parameter");
       } else if (name == "model" || name == "user") {
         if (!v.is_string()) bad(name, name + " must be a string", "invalid_type");
+      } else if (name == "presence_penalty" || name == "frequency_penalty") {
+        if (!v.is_null() && !(v.is_number() && v.get<double>() == 0.0))
+          bad(name, name + " is not supported (only 0)", "unsupported_parameter");
+      } else if (name == "logit_bias") {
+        if (!v.is_null() && !(v.is_object() && v.empty()))
+          bad(name, "logit_bias is not supported (only {} or null)", "unsupported_parameter");
+      } else if (name == "suffix") {
+        if (!v.is_null() && !(v.is_string() && v.get<std::string>().empty()))
+          bad(name, "suffix is not supported (only \"\" or null)", "unsupported_parameter");
+      } else if (name == "stream_options") {
+        if (v.is_null()) continue;
+        if (!v.is_object()) bad(name, "stream_options must be an object", "invalid_type");
+        for (const auto& [key, value] : v.items()) {
+          if (key != "include_usage")
+            bad(name, "stream_options." + key + " is not supported (only include_usage)",
+                "unsupported_parameter");
+          if (!value.is_boolean())
+            bad(name, "stream_options.include_usage must be a boolean", "invalid_type");
+          r.include_usage = value.get<bool>();
+        }
       }
     } else {
       std::string known;
@@ -161,6 +184,11 @@ CompletionRequest parse_completion_request(const std::string& body, const ServeL
     }
   }
   if (r.prompts.empty()) bad("prompt", "prompt is required", "missing_parameter");
+  // Mask mode refills the prompt; new tokens after it only when asked for.
+  if (r.mask > 0 && !max_tokens_given) r.max_tokens = 0;
+  if (r.mask > 0 && r.max_tokens == 0)
+    for (const auto& p : r.prompts)
+      if (p.empty()) bad("prompt", "mask: an empty prompt has nothing to mask (give max_tokens to generate)");
   if (r.max_tokens == 0 && r.mask == 0)
     bad("max_tokens", "max_tokens must be >= 1 (or give mask to refill the prompt)");
   return r;

@@ -16,12 +16,13 @@ namespace loom::serve {
 struct CompletionRequest {
   std::vector<std::string> prompts;  // a string prompt is a list of one
   bool prompt_was_list = false;
-  std::int64_t max_tokens = 16;  // new tokens after each prompt (0 only with mask)
+  std::int64_t max_tokens = 16;  // new tokens after each prompt (0 only with mask; its default there)
   double temperature = 0;        // 0: the checkpoint's generation_temperature (0 = greedy)
   std::uint64_t seed = 0;
   bool seed_given = false;
   std::vector<std::string> stop;  // the answer is cut before the first of these
   bool stream = false;
+  bool include_usage = false;     // stream_options.include_usage: a last chunk with the usage
   std::int64_t steps = 0;         // 0: the sampler's default
   std::int64_t block_length = 0;  // 0: the sampler's default
   double mask = 0;                // > 0: mask this share of the prompt and fill it back

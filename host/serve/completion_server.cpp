@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cctype>
 #include <chrono>
 #include <deque>
 #include <optional>
@@ -39,6 +40,26 @@ std::int64_t unix_seconds() {
       .count();
 }
 
+// The methods a route takes; empty for a path that is not a route.
+std::string allowed_methods(const std::string& path) {
+  if (path == "/v1/completions") return "POST";
+  if (path == "/v1/models" || path == "/health" || path == "/") return "GET, HEAD";
+  return "";
+}
+
+// Why a request is refused before its body is read, if it is.
+std::optional<ApiError> refuse_before_reading(const httplib::Request& req, std::size_t max_body_bytes) {
+  if (req.has_header("Content-Encoding") && req.get_header_value("Content-Encoding") != "identity")
+    return ApiError(415, "Content-Encoding " + req.get_header_value("Content-Encoding") +
+                             " is not accepted: send the body uncompressed",
+                    "invalid_request_error", "", "unsupported_content_encoding");
+  if (req.has_header("Transfer-Encoding"))
+    return ApiError(411, "a chunked request body is not accepted: send it with a Content-Length (at most " +
+                             std::to_string(max_body_bytes) + " bytes, --max-body-bytes)",
+                    "invalid_request_error", "", "length_required");
+  return std::nullopt;
+}
+
 }  // namespace
 
 // One POST /v1/completions: its rows' results and, when streaming, the events not yet sent.
@@ -56,6 +77,7 @@ struct CompletionServer::Pending {
   std::deque<std::string> events;
   std::atomic<bool> client_gone{false};
   bool stream = false;
+  bool include_usage = false;
   std::string id;
   std::int64_t created = 0;
   std::string model;
@@ -88,6 +110,18 @@ CompletionServer::CompletionServer(ServerSetup setup) : setup_(std::move(setup))
   const int threads = std::max(2, setup_.http_threads);
   http_->new_task_queue = [threads] { return new httplib::ThreadPool(std::size_t(threads)); };
   http_->set_payload_max_length(l.max_body_bytes);
+  // Before any body is read: cpp-httplib caps a body only by its Content-Length (a chunked body
+  // is read whole, whatever its size) and inflates a compressed body without any cap, so both
+  // are refused here. The connection is closed: the body that was not read must not be parsed
+  // as a next request.
+  http_->set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    std::optional<ApiError> refusal = refuse_before_reading(req, setup_.limits.max_body_bytes);
+    if (!refusal) return httplib::Server::HandlerResponse::Unhandled;
+    ++bad_requests_;
+    res.set_header("Connection", "close");
+    send_json(res, refusal->status(), refusal->body());
+    return httplib::Server::HandlerResponse::Handled;
+  });
   http_->Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
     handle_completion(req, res);
   });
@@ -101,8 +135,24 @@ CompletionServer::CompletionServer(ServerSetup setup) : setup_(std::move(setup))
     res.set_content(web_page_html(), "text/html; charset=utf-8");
   });
   // httplib's own refusals (unknown route, body over the cap) in the API's error format.
-  http_->set_error_handler([this](const httplib::Request&, httplib::Response& res) {
+  http_->set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
+    // A route asked with another method: httplib answers 404 (GET, HEAD) or a bare 400.
+    const std::string allowed = allowed_methods(req.path);
+    if ((res.status == 404 || res.status == 400) && !allowed.empty() &&
+        (", " + allowed + ",").find(", " + req.method + ",") == std::string::npos) {
+      res.set_header("Allow", allowed);
+      send_json(res, 405,
+                ApiError(405, "method " + req.method + " is not allowed on " + req.path + " (only " +
+                                  allowed + ")",
+                         "invalid_request_error", "", "method_not_allowed")
+                    .body());
+      return;
+    }
+    // Another method on a path that is no route: httplib's bare 400 is a 404 here too.
+    if (res.status == 400 && allowed.empty() &&
+        (req.method == "PUT" || req.method == "PATCH" || req.method == "DELETE" || req.method == "OPTIONS"))
+      res.status = 404;
     if (res.status == 413) {
       ++bad_requests_;
       send_json(res, 400,
@@ -222,6 +272,16 @@ void CompletionServer::handle_completion(const httplib::Request& req, httplib::R
   try {
     if (draining_)
       throw ApiError(503, "the server is shutting down", "server_error", "", "shutting_down");
+    // A web page the user visits may POST text/plain to 127.0.0.1 without a CORS preflight,
+    // never application/json: only a request declared JSON can be from a client that meant it.
+    std::string type = req.get_header_value("Content-Type");
+    type = type.substr(0, type.find(';'));
+    while (!type.empty() && type.back() == ' ') type.pop_back();
+    for (auto& c : type) c = char(std::tolower(static_cast<unsigned char>(c)));
+    if (type != "application/json")
+      throw ApiError(415, "Content-Type must be application/json" +
+                              (type.empty() ? std::string() : " (got " + type + ")"),
+                     "invalid_request_error", "", "unsupported_media_type");
     const ServeLimits& l = setup_.limits;
     cr = parse_completion_request(req.body, l, option_keys_);
 
@@ -257,6 +317,7 @@ void CompletionServer::handle_completion(const httplib::Request& req, httplib::R
     const std::int64_t context = setup_.model->max_position_embeddings();
     const std::uint64_t seed = cr.seed_given ? cr.seed : std::random_device{}();
     pending->stream = cr.stream;
+    pending->include_usage = cr.include_usage;
     pending->id = "cmpl-" + std::to_string(unix_seconds()) + "-" + std::to_string(next_id_++);
     pending->created = unix_seconds();
     pending->model = setup_.model_name;
@@ -313,7 +374,12 @@ void CompletionServer::handle_completion(const httplib::Request& req, httplib::R
         auto p = weak.lock();
         if (!p) return;
         std::optional<FinishedAnswer> answer;
-        if (g) answer = p->texts[i].finish(*g, max_tokens, stop);
+        std::string failure = error;
+        try {
+          if (g) answer = p->texts[i].finish(*g, max_tokens, stop);
+        } catch (const std::exception& e) {
+          failure = e.what();  // the row must still count as done, or its client waits forever
+        }
         std::lock_guard<std::mutex> lock(p->mutex);
         if (answer) {
           p->answers[i] = *answer;
@@ -323,8 +389,8 @@ void CompletionServer::handle_completion(const httplib::Request& req, httplib::R
             p->push(event);
           }
         } else if (p->error.empty()) {
-          p->error = error;
-          p->bad_request = bad;
+          p->error = failure;
+          p->bad_request = bad && g == nullptr;
         }
         --p->remaining;
         p->changed.notify_all();
@@ -333,12 +399,11 @@ void CompletionServer::handle_completion(const httplib::Request& req, httplib::R
     }
     if (!scheduler_->submit(std::move(rows))) {
       ++rejected_;
-      res.set_header("Retry-After", "1");
       throw ApiError(503, "the server is busy: its queue is full; retry later", "server_error", "",
                      "queue_full");
     }
   } catch (const ApiError& e) {
-    if (e.status() == 400) ++bad_requests_;
+    if (e.status() == 400 || e.status() == 415) ++bad_requests_;
     if (e.status() == 503) res.set_header("Retry-After", "1");
     send_json(res, e.status(), e.body());
     return;
@@ -404,6 +469,20 @@ void CompletionServer::handle_completion(const httplib::Request& req, httplib::R
                                 pending->bad_request ? "invalid_request_error" : "server_error")
                            .body()) +
                   "\n\n";
+        else if (pending->include_usage) {
+          // As OpenAI's stream_options.include_usage: one more chunk, no choices, the usage.
+          std::int64_t prompt_tokens = 0, completion_tokens = 0;
+          for (std::size_t i = 0; i < pending->answers.size(); ++i) {
+            prompt_tokens += pending->prompt_tokens[i];
+            if (pending->answers[i]) completion_tokens += pending->answers[i]->completion_tokens;
+          }
+          json last = {{"id", pending->id}, {"object", "text_completion"}, {"created", pending->created},
+                       {"model", pending->model}, {"choices", json::array()},
+                       {"usage", {{"prompt_tokens", prompt_tokens},
+                                  {"completion_tokens", completion_tokens},
+                                  {"total_tokens", prompt_tokens + completion_tokens}}}};
+          tail += "data: " + dump(last) + "\n\n";
+        }
         tail += "data: [DONE]\n\n";
         lock.unlock();
         sink.write(tail.data(), tail.size());

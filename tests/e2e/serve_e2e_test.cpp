@@ -9,6 +9,10 @@
 #include <spawn.h>
 #include <fcntl.h>
 #include <sys/wait.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
@@ -375,7 +379,12 @@ TEST(ServeE2E, MaskAndRefillStreamsTheRefilledPrompt) {
     if (!first[k].is_null() && first[k] == std::string(1, prompt[k - 1])) ++kept;
   EXPECT_GE(kept, 15u);
   EXPECT_EQ(st.events.back()["choices"][0]["text"], answer);
-  EXPECT_EQ(st.events.back()["choices"][0]["finish_reason"], "length");
+  // A refill is cut by nothing (no new tokens were asked for).
+  EXPECT_EQ(st.events.back()["choices"][0]["finish_reason"], "stop");
+  // Without max_tokens, mask only refills: the same answer, nothing appended.
+  json no_max = body;
+  no_max.erase("max_tokens");
+  EXPECT_EQ(completion(s, no_max), answer);
 }
 
 TEST(ServeE2E, SixteenConcurrentClientsEachGetTheirSoloAnswer) {
@@ -447,6 +456,108 @@ TEST(ServeE2E, BadRequestsGet400WithAnErrorObjectAndTheServerKeepsServing) {
   EXPECT_NE(completion(s, {{"prompt", "ok"}, {"max_tokens", 3}}), "<error>");
 }
 
+json error_of(const httplib::Result& r) {
+  if (!r) return {};
+  json e = json::parse(r->body, nullptr, false);
+  return !e.is_discarded() && e.contains("error") ? e["error"] : json();
+}
+
+// Sends `head` (a request line and headers, no body) on a fresh connection and returns what
+// the server answers until it closes the connection or 60 s pass.
+std::string answer_to_head(int port, const std::string& head) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(std::uint16_t(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return "<no connection>";
+  }
+  timeval timeout{60, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  (void)send(fd, head.data(), head.size(), MSG_NOSIGNAL);
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = recv(fd, buf, sizeof(buf), 0)) > 0;) out.append(buf, std::size_t(n));
+  close(fd);
+  return out;
+}
+
+// cpp-httplib caps a body by its Content-Length only: a chunked body (read whole whatever its
+// size) and a compressed one (inflated without a cap) are refused from their headers alone,
+// before any byte of the body is read (here none is sent), and the connection is closed.
+TEST(ServeE2E, ChunkedAndCompressedBodiesAreRefusedBeforeTheBodyIsRead) {
+  auto& s = shared_server();
+  ASSERT_GT(s.port(), 0) << s.log();
+  const std::string post = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n";
+  const std::string chunked = answer_to_head(s.port(), post + "Transfer-Encoding: chunked\r\n\r\n");
+  EXPECT_EQ(chunked.rfind("HTTP/1.1 411", 0), 0u) << chunked;
+  EXPECT_NE(chunked.find("\"code\":\"length_required\""), std::string::npos) << chunked;
+  for (const std::string encoding : {"gzip", "br", "deflate"}) {
+    const std::string r = answer_to_head(
+        s.port(), post + "Content-Encoding: " + encoding + "\r\nContent-Length: 400\r\n\r\n");
+    EXPECT_EQ(r.rfind("HTTP/1.1 415", 0), 0u) << encoding << ": " << r;
+    EXPECT_NE(r.find("\"code\":\"unsupported_content_encoding\""), std::string::npos) << r;
+  }
+}
+
+// A POST not declared JSON is refused (a web page may send text/plain across origins without a
+// CORS preflight); a route asked with another method gets 405 naming the right one.
+TEST(ServeE2E, NonJsonBodiesGet415AndWrongMethods405WithAnErrorObject) {
+  auto& s = shared_server();
+  ASSERT_GT(s.port(), 0) << s.log();
+  for (const std::string type : {"text/plain", "application/x-www-form-urlencoded", ""}) {
+    auto c = s.client();
+    auto r = c.Post("/v1/completions", json{{"prompt", "a"}, {"max_tokens", 2}}.dump(), type);
+    ASSERT_TRUE(r) << type;
+    EXPECT_EQ(r->status, 415) << type << " " << r->body;
+    EXPECT_EQ(error_of(r)["code"], "unsupported_media_type") << r->body;
+  }
+  auto c = s.client();
+  auto put = c.Put("/v1/models", "{}", "application/json");
+  ASSERT_TRUE(put);
+  EXPECT_EQ(put->status, 405) << put->body;
+  EXPECT_EQ(put->get_header_value("Allow"), "GET, HEAD");
+  EXPECT_EQ(error_of(put)["code"], "method_not_allowed") << put->body;
+  auto get = c.Get("/v1/completions");
+  ASSERT_TRUE(get);
+  EXPECT_EQ(get->status, 405) << get->body;
+  EXPECT_EQ(get->get_header_value("Allow"), "POST");
+  auto missing = c.Delete("/nope");
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->status, 404) << missing->body;
+  EXPECT_EQ(error_of(missing)["code"], "not_found") << missing->body;
+  // JSON with a charset is JSON; the server still serves.
+  auto ok = c.Post("/v1/completions", json{{"prompt", "a"}, {"max_tokens", 2}}.dump(),
+                   "application/json; charset=utf-8");
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200) << ok->body;
+}
+
+// stream_options.include_usage: one more chunk before [DONE], no choices, the usage a
+// non-streamed answer to the same request reports.
+TEST(ServeE2E, IncludeUsageEndsTheStreamWithTheUsageChunk) {
+  auto& s = shared_server();
+  ASSERT_GT(s.port(), 0) << s.log();
+  const json body = {{"prompt", {"Once", "A cat"}}, {"max_tokens", 5}, {"steps", 5}, {"seed", 3}};
+  int status = 0;
+  const json plain = post(s, body, &status);
+  ASSERT_EQ(status, 200) << plain.dump();
+  json streamed = body;
+  streamed["stream"] = true;
+  streamed["stream_options"] = {{"include_usage", true}};
+  auto r = s.client().Post("/v1/completions", streamed.dump(), "application/json");
+  ASSERT_TRUE(r);
+  Stream st = parse_events(r->body);
+  ASSERT_TRUE(st.done);
+  ASSERT_FALSE(st.events.empty());
+  const json& last = st.events.back();
+  EXPECT_TRUE(last["choices"].empty()) << last.dump();
+  EXPECT_EQ(last["usage"], plain["usage"]) << last.dump();
+  for (std::size_t i = 0; i + 1 < st.events.size(); ++i) EXPECT_FALSE(st.events[i].contains("usage"));
+}
+
 TEST(ServeE2E, AClientThatLeavesMidStreamFreesItsRow) {
   auto& s = shared_server();
   ASSERT_GT(s.port(), 0) << s.log();
@@ -486,6 +597,7 @@ TEST(ServeE2E, AFullQueueAnswers503WithRetryAfter) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 503) << r->body;
   EXPECT_EQ(r->get_header_value("Retry-After"), "1");
+  EXPECT_EQ(r->get_header_value_count("Retry-After"), 1u);
   json e = json::parse(r->body, nullptr, false);
   ASSERT_TRUE(!e.is_discarded() && e.contains("error")) << r->body;
   EXPECT_EQ(e["error"]["code"], "queue_full");

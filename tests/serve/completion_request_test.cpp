@@ -95,5 +95,47 @@ TEST(CompletionRequest, RefusesWhatIsMalformedWrongOrOverACapNamingTheField) {
   EXPECT_EQ(refused_param(R"({"prompt": "a", "treshold": 0.9})"), "treshold");
 }
 
+// OpenAI fields this server does not implement are accepted only at the value that changes
+// nothing; any other value is refused naming the field, never silently ignored.
+TEST(CompletionRequest, UnimplementedOpenAIFieldsAreAcceptedOnlyAtTheirNeutralValues) {
+  auto neutral = parse_completion_request(
+      R"({"prompt": "a", "presence_penalty": 0, "frequency_penalty": 0.0, "logit_bias": {},
+          "suffix": "", "best_of": 1, "n": 1, "logprobs": null, "echo": false, "user": "u",
+          "stream_options": {"include_usage": false}})",
+      limits(), kKeys);
+  EXPECT_FALSE(neutral.include_usage);
+  auto nulls = parse_completion_request(
+      R"({"prompt": "a", "presence_penalty": null, "frequency_penalty": null, "logit_bias": null,
+          "suffix": null, "stream_options": null, "max_tokens": null})",
+      limits(), kKeys);
+  EXPECT_EQ(nulls.max_tokens, 16);
+  EXPECT_EQ(refused_param(R"({"prompt": "a", "presence_penalty": 0.5})"), "presence_penalty");
+  EXPECT_EQ(refused_param(R"({"prompt": "a", "frequency_penalty": -1})"), "frequency_penalty");
+  EXPECT_EQ(refused_param(R"({"prompt": "a", "frequency_penalty": "0"})"), "frequency_penalty");
+  EXPECT_EQ(refused_param(R"({"prompt": "a", "logit_bias": {"50256": -100}})"), "logit_bias");
+  EXPECT_EQ(refused_param(R"({"prompt": "a", "suffix": "the end"})"), "suffix");
+  EXPECT_EQ(refused_param(R"({"prompt": "a", "best_of": 3})"), "best_of");
+  EXPECT_EQ(refused_param(R"({"prompt": "a", "logprobs": 5})"), "logprobs");
+  EXPECT_EQ(refused_param(R"({"prompt": "a", "stream_options": {"include_usage": "yes"}})"), "stream_options");
+  EXPECT_EQ(refused_param(R"({"prompt": "a", "stream_options": {"continuous_usage": true}})"), "stream_options");
+  EXPECT_EQ(refused_param(R"({"prompt": "a", "stream_options": true})"), "stream_options");
+  auto usage = parse_completion_request(
+      R"({"prompt": "a", "stream": true, "stream_options": {"include_usage": true}})", limits(), kKeys);
+  EXPECT_TRUE(usage.include_usage);
+}
+
+// mask refills the prompt: without max_tokens nothing is appended (docs/serving.md), and an
+// empty prompt has nothing to refill.
+TEST(CompletionRequest, MaskWithoutMaxTokensOnlyRefillsAndAnEmptyPromptIsRefused) {
+  auto refill = parse_completion_request(R"({"prompt": "abc", "mask": 0.5})", limits(), kKeys);
+  EXPECT_EQ(refill.max_tokens, 0);
+  auto both = parse_completion_request(R"({"prompt": "abc", "mask": 0.5, "max_tokens": 4})", limits(), kKeys);
+  EXPECT_EQ(both.max_tokens, 4);
+  EXPECT_EQ(refused_param(R"({"prompt": "", "mask": 0.5, "max_tokens": 0})"), "prompt");
+  EXPECT_EQ(refused_param(R"({"prompt": ["a", ""], "mask": 0.5})"), "prompt");
+  auto appended = parse_completion_request(R"({"prompt": "", "mask": 0.5, "max_tokens": 3})", limits(), kKeys);
+  EXPECT_EQ(appended.max_tokens, 3);
+}
+
 }  // namespace
 }  // namespace loom::serve
