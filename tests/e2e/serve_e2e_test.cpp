@@ -685,11 +685,12 @@ TEST(ServeE2E, ACheckpointThatCannotBeLoadedStopsServeBeforeItBinds) {
 }
 
 // Samplers built for older SDK minors keep working behind the server, which calls the 1.4
-// hooks only on plugins built for 1.4: the test fixture built for SDK 1.0 (generate only) and
-// the one built for this SDK (whose generate_batch_observed is the default: generate_batch).
+// hooks only on plugins built for 1.4: the test fixture built for SDK 1.0 (generate only), the
+// one built for SDK 1.3 (generate_batch, no observer) and the one built for this SDK (whose
+// generate_batch_observed is the default: generate_batch).
 // Neither lets a request set sampler keys, and a stream then carries only the finished text.
 TEST(ServeE2E, SamplersBuiltForOlderSdkMinorsAreServedWithoutTheNewHooks) {
-  for (const std::string kind : {"v1_0", "plain"}) {
+  for (const std::string kind : {"v1_0", "v1_3", "plain"}) {
     SCOPED_TRACE(kind);
     const std::string plugin = (fs::path(LOOM_FIXTURE_DIR) / ("libfixture_" + kind + ".so")).string();
     auto dir = fresh_dir("serve-fixture-" + kind + "-" + std::to_string(getpid()));
@@ -712,8 +713,9 @@ TEST(ServeE2E, SamplersBuiltForOlderSdkMinorsAreServedWithoutTheNewHooks) {
     EXPECT_TRUE(st.done);
     ASSERT_EQ(st.events.size(), 1u) << streamed->body;
     EXPECT_EQ(st.events[0]["loom"]["final"], true);
-    if (kind == "plain")
-      EXPECT_NE(read_file(dir / "out" / "fixture_plain_generate_batch.txt").find("requests"), std::string::npos);
+    if (kind != "v1_0")  // 1.3: served through generate_batch; 1.4: its default observed one
+      EXPECT_NE(read_file(dir / "out" / ("fixture_" + kind + "_generate_batch.txt")).find("requests"),
+                std::string::npos);
     else
       EXPECT_FALSE(fs::exists(dir / "out" / "fixture_v1_0_generate_batch.txt"));
   }
