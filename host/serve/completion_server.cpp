@@ -2,6 +2,7 @@
 
 #include <ATen/Parallel.h>
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <nlohmann/json.hpp>
 
@@ -110,6 +111,11 @@ CompletionServer::CompletionServer(ServerSetup setup) : setup_(std::move(setup))
   const int threads = std::max(2, setup_.http_threads);
   http_->new_task_queue = [threads] { return new httplib::ThreadPool(std::size_t(threads)); };
   http_->set_payload_max_length(l.max_body_bytes);
+  // httplib's own options (SO_REUSEADDR), and the socket kept to lengthen its accept queue.
+  http_->set_socket_options([this](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listen_socket_ = int(sock);
+  });
   // Before any body is read: cpp-httplib caps a body only by its Content-Length (a chunked body
   // is read whole, whatever its size) and inflates a compressed body without any cap, so both
   // are refused here. The connection is closed: the body that was not read must not be parsed
@@ -175,15 +181,19 @@ CompletionServer::~CompletionServer() {
 }
 
 int CompletionServer::bind(const std::string& host, int port) {
+  int bound = port;
   if (port == 0) {
-    const int bound = http_->bind_to_any_port(host);
+    bound = http_->bind_to_any_port(host);
     if (bound <= 0) throw UserError("--host " + host + ": cannot bind a port");
-    return bound;
-  }
-  if (!http_->bind_to_port(host, port))
+  } else if (!http_->bind_to_port(host, port)) {
     throw UserError("--host " + host + " --port " + std::to_string(port) +
                     ": cannot bind (in use, or not an address of this machine)");
-  return port;
+  }
+  // The library listens with a backlog of 5 (compiled into Debian's libcpp-httplib): a burst
+  // of clients on a busy machine overflowed it, and the kernel's dropped handshakes reached
+  // clients as connections closed without an answer. listen() again sets a longer queue.
+  if (listen_socket_ >= 0) ::listen(listen_socket_, SOMAXCONN);
+  return bound;
 }
 
 void CompletionServer::serve() { http_->listen_after_bind(); }

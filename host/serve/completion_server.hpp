@@ -67,6 +67,7 @@ class CompletionServer {
   ServerSetup setup_;
   std::vector<sdk::ConfigKey> option_keys_;  // the sampler's per-request keys (SDK 1.4)
   std::unique_ptr<httplib::Server> http_;
+  int listen_socket_ = -1;  // the bound socket, whose accept queue bind() lengthens
   std::unique_ptr<BatchScheduler> scheduler_;
   std::atomic<bool> draining_{false};
   std::atomic<std::int64_t> requests_{0}, bad_requests_{0}, rejected_{0}, next_id_{0};
