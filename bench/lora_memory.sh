@@ -9,7 +9,7 @@
 #        [--steps 3] [--warmup 1] [--threads 2] [--modes "lora full"] [--layers 16]
 #        [--trainer build/bin/trainer]
 # --layers N: the same widths and vocabulary with N decoder layers (a full fine-tune of all 16
-# needs about 20 GB).
+# needs about 21 GB: measured 21.3 GB peak RSS, docs/performance.md).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
