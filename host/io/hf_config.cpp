@@ -246,8 +246,10 @@ void require_silu(const ConfigObject& config, const char* key) {
   }
 }
 
-// transformers' LlamaConfig.
-ModelConfig read_llama(const ConfigObject& config, const std::filesystem::path& file) {
+// The shape and numerics keys LlamaConfig, Qwen2Config and Qwen3Config share (their defaults
+// differ only in the context length and the BOS/EOS ids).
+ModelConfig read_llama_like_shape(const ConfigObject& config, std::int64_t max_positions,
+                                  std::optional<std::int64_t> bos, std::optional<std::int64_t> eos) {
   ModelConfig model;
   model.hidden_size = config.positive_integer("hidden_size", std::nullopt);
   model.intermediate_size = config.positive_integer("intermediate_size", std::nullopt);
@@ -256,14 +258,20 @@ ModelConfig read_llama(const ConfigObject& config, const std::filesystem::path& 
   model.num_key_value_heads =
       config.positive_integer("num_key_value_heads", model.num_attention_heads);
   model.vocab_size = config.positive_integer("vocab_size", std::nullopt);
-  model.max_position_embeddings = config.positive_integer("max_position_embeddings", 2048);
+  model.max_position_embeddings = config.positive_integer("max_position_embeddings", max_positions);
   model.rms_norm_eps = config.positive_number("rms_norm_eps", 1e-6);
   model.initializer_range = config.number("initializer_range", 0.02);
   model.tie_word_embeddings = config.boolean("tie_word_embeddings", false);
   model.torch_dtype = read_torch_dtype(config);
-  model.bos_token_id = config.token_id("bos_token_id", 1);
-  model.eos_token_id = config.token_id("eos_token_id", 2);
+  model.bos_token_id = config.token_id("bos_token_id", bos);
+  model.eos_token_id = config.token_id("eos_token_id", eos);
   model.pad_token_id = config.token_id("pad_token_id", std::nullopt);
+  return model;
+}
+
+// transformers' LlamaConfig.
+ModelConfig read_llama(const ConfigObject& config, const std::filesystem::path& file) {
+  ModelConfig model = read_llama_like_shape(config, 2048, 1, 2);
 
   check_heads(model, config, "num_attention_heads", "num_key_value_heads", "hidden_size");
   if (config.find("head_dim") != nullptr &&
@@ -287,22 +295,7 @@ ModelConfig read_llama(const ConfigObject& config, const std::filesystem::path& 
 ModelConfig read_qwen(const ConfigObject& config, const std::filesystem::path& file,
                       const std::string& model_type) {
   const bool qwen3 = model_type == "qwen3";
-  ModelConfig model;
-  model.hidden_size = config.positive_integer("hidden_size", std::nullopt);
-  model.intermediate_size = config.positive_integer("intermediate_size", std::nullopt);
-  model.num_hidden_layers = config.positive_integer("num_hidden_layers", std::nullopt);
-  model.num_attention_heads = config.positive_integer("num_attention_heads", std::nullopt);
-  model.num_key_value_heads =
-      config.positive_integer("num_key_value_heads", model.num_attention_heads);
-  model.vocab_size = config.positive_integer("vocab_size", std::nullopt);
-  model.max_position_embeddings = config.positive_integer("max_position_embeddings", 32768);
-  model.rms_norm_eps = config.positive_number("rms_norm_eps", 1e-6);
-  model.initializer_range = config.number("initializer_range", 0.02);
-  model.tie_word_embeddings = config.boolean("tie_word_embeddings", false);
-  model.torch_dtype = read_torch_dtype(config);
-  model.bos_token_id = config.token_id("bos_token_id", std::nullopt);
-  model.eos_token_id = config.token_id("eos_token_id", std::nullopt);
-  model.pad_token_id = config.token_id("pad_token_id", std::nullopt);
+  ModelConfig model = read_llama_like_shape(config, 32768, std::nullopt, std::nullopt);
   if (qwen3) {
     // Qwen3Config's default head_dim is 128, whatever hidden_size is.
     model.explicit_head_dim = config.positive_integer("head_dim", 128);

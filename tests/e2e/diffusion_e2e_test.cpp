@@ -170,13 +170,7 @@ TEST(DiffusionE2E, EvalBoundDoesNotDependOnPackingOrBatchSize) {
 // 3 combined standard errors (eps moves loom's mean by ~1e-3 relative, far inside that).
 // Documents shorter than a row, so each is scored whole on both sides.
 TEST(DiffusionE2E, EvalBoundMatchesAnIndependentLladaEstimator) {
-  if (run_command("/usr/bin/python3 -c 'import numpy, torch'").exit_code != 0) {
-    // CI (LOOM_REFERENCE_TESTS=1) installs python3-torch: there a missing one is a failure.
-    const char* required = std::getenv("LOOM_REFERENCE_TESTS");
-    if (required && std::string(required) == "1") FAIL() << "LOOM_REFERENCE_TESTS=1 but /usr/bin/python3 lacks torch";
-    GTEST_SKIP() << "/usr/bin/python3 with torch and numpy (Debian: python3-torch) is needed for the "
-                    "reference estimator";
-  }
+  LOOM_REQUIRE_PYTHON_MODULES("numpy, torch");  // the reference estimator
   const auto& d = trained();
   const auto ckpt = d / "out" / "final";
   // Held-out documents (motifs from another seed), of several lengths; the longest is 62 letters

@@ -156,12 +156,7 @@ TEST(ModelLayouts, Qwen3AttentionBiasAddsQkvAndOutputBiases) {
 // torch; CI sets LOOM_REFERENCE_TESTS=1 and has it).
 TEST(ModelLayouts, ReferenceScriptReproducesTheCheckedInGoldens) {
   const std::string script = std::string(LOOM_SOURCE_DIR) + "/tests/model/layout_reference.py";
-  auto probe = test::run_command("/usr/bin/python3 -c 'import torch' 2>&1");
-  if (probe.exit_code != 0) {
-    const char* required = std::getenv("LOOM_REFERENCE_TESTS");
-    if (required && std::string(required) == "1") FAIL() << "LOOM_REFERENCE_TESTS=1 but /usr/bin/python3 lacks torch";
-    GTEST_SKIP() << "/usr/bin/python3 with torch (Debian: python3-torch) is needed";
-  }
+  LOOM_REQUIRE_PYTHON_MODULES("torch");
   auto r = test::run_command("(/usr/bin/python3 " + test::shell_quote(script) + " 2>/dev/null)");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(r.output, test::read_file(std::string(LOOM_SOURCE_DIR) + "/tests/model/layout_reference_golden.hpp"))

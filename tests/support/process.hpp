@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -45,3 +46,18 @@ inline ProcessResult run_trainer(const std::vector<std::string>& args) {
 }
 
 }  // namespace loom::test
+
+// In a test body: skips the test when /usr/bin/python3 cannot import `modules` (a string
+// literal, e.g. "torch" or "numpy, torch"; Debian: python3-torch, python3-numpy), and fails it
+// instead where CI installs them for the independent reference scripts (LOOM_REFERENCE_TESTS=1).
+#define LOOM_REQUIRE_PYTHON_MODULES(modules)                                                     \
+  do {                                                                                           \
+    if (::loom::test::run_command("/usr/bin/python3 -c 'import " modules "' 2>&1").exit_code !=  \
+        0) {                                                                                     \
+      const char* loom_required_ = std::getenv("LOOM_REFERENCE_TESTS");                          \
+      if (loom_required_ && std::string(loom_required_) == "1")                                  \
+        FAIL() << "LOOM_REFERENCE_TESTS=1 but /usr/bin/python3 cannot import " modules;          \
+      GTEST_SKIP() << "/usr/bin/python3 that imports " modules                                   \
+                      " (Debian: python3-torch, python3-numpy) is needed";                       \
+    }                                                                                            \
+  } while (0)
