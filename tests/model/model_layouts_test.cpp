@@ -480,7 +480,9 @@ TEST(ModelLayouts, MemoryEstimateCountsTheLayoutsParameters) {
 
 // ---- bad input ----------------------------------------------------------------------------
 std::string config_error(const nlohmann::json& cfg) {
-  auto dir = test::fresh_dir("layout-bad-config");
+  // Per test: ctest runs the tests that call this in parallel processes.
+  auto dir = test::fresh_dir(std::string("layout-bad-config-") +
+                             ::testing::UnitTest::GetInstance()->current_test_info()->name());
   test::write_file(dir / "config.json", cfg.dump());
   try {
     read_hf_config(dir);
