@@ -147,6 +147,13 @@ for h in "${harnesses[@]}"; do
         echo "  ${count[$what]}x $what"
         echo "      input: ${example[$what]}"
       done
+      if [ -n "${count["(did not reproduce alone)"]:-}" ]; then
+        # An empty crash-* input is libFuzzer's mark for a crash outside any input (at exit, in
+        # another thread); the parent copied each crashed child's error lines into the log.
+        echo "  error lines of the crashed fuzzing processes (from $log):"
+        grep -m5 -E 'loom fuzz: |runtime error: |ERROR: |deadly signal' "$log" | sed 's/^/    /' ||
+          echo "    (none)"
+      fi
       unset example count
     fi
     echo "  reproduce: $bin <input>   (full log: $log)"

@@ -25,22 +25,30 @@
 namespace loom::fuzz {
 
 // A folder under $TMPDIR (scripts/fuzz.sh points it into build-fuzz/), made once per process
-// and removed when the fuzzer exits normally.
+// and removed when the fuzzer exits normally. The path lives on the heap and is never freed:
+// a function-local static path would be destroyed *before* the atexit handler that removes
+// the folder (the handler is registered while the static is still being initialised, so the
+// standard runs the static's destructor first), and the handler would read freed memory at
+// exit -- a crash outside any input, which libFuzzer saves as an empty crash-* file.
 inline const std::filesystem::path& scratch_dir() {
-  static const std::filesystem::path dir = [] {
+  static const std::filesystem::path* const dir = [] {
     std::filesystem::path base = std::filesystem::temp_directory_path();
     std::string pattern = (base / "loom-fuzz-XXXXXX").string();
     if (::mkdtemp(pattern.data()) == nullptr) {
       std::perror("loom fuzz: mkdtemp");
       std::abort();
     }
+    return new std::filesystem::path(pattern);
+  }();
+  static const bool cleanup_registered = [] {
     std::atexit([] {
       std::error_code ignored;
-      std::filesystem::remove_all(scratch_dir(), ignored);
+      std::filesystem::remove_all(*dir, ignored);
     });
-    return std::filesystem::path(pattern);
+    return true;
   }();
-  return dir;
+  (void)cleanup_registered;
+  return *dir;
 }
 
 // Writes `size` bytes to <scratch>/<name> (replacing it) and returns the path.
