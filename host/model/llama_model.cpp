@@ -10,6 +10,7 @@
 #include "model/fused_attention.hpp"
 #include "model/fused_cross_entropy.hpp"
 #include "model/fused_layers.hpp"
+#include "model/row_invariant_linear.hpp"
 #include "train/autocast_guard.hpp"
 
 namespace loom {
@@ -65,13 +66,16 @@ AttentionImpl::AttentionImpl(const ModelConfig& c)
   }
 }
 
-torch::Tensor AttentionImpl::project_qkv(const torch::Tensor& x, bool few_rows) {
+torch::Tensor AttentionImpl::project_qkv(const torch::Tensor& x, LinearProducts products) {
   const bool bias = q_proj->bias.defined();
+  auto b = [&](torch::nn::Linear& l) { return bias ? l->bias : torch::Tensor(); };
   torch::Tensor qkv;
-  if (few_rows) {
-    qkv = torch::cat({F::linear(x, q_proj->weight, bias ? q_proj->bias : torch::Tensor()),
-                      F::linear(x, k_proj->weight, bias ? k_proj->bias : torch::Tensor()),
-                      F::linear(x, v_proj->weight, bias ? v_proj->bias : torch::Tensor())},
+  if (products == LinearProducts::RowInvariant) {
+    qkv = row_invariant_linear(x, {q_proj->weight, k_proj->weight, v_proj->weight},
+                               {b(q_proj), b(k_proj), b(v_proj)});
+  } else if (products == LinearProducts::Separate) {
+    qkv = torch::cat({F::linear(x, q_proj->weight, b(q_proj)), F::linear(x, k_proj->weight, b(k_proj)),
+                      F::linear(x, v_proj->weight, b(v_proj))},
                      -1);
   } else {
     // One matrix product for q, k and v (the parameters stay separate, as transformers names
@@ -85,7 +89,8 @@ torch::Tensor AttentionImpl::project_qkv(const torch::Tensor& x, bool few_rows) 
     const bool training = is_training();
     auto part = [&](const char* name, std::int64_t width) {
       auto it = adapters.find(name);
-      if (it != adapters.end()) return lora_delta(it->second, x, training).to(qkv.scalar_type());
+      if (it != adapters.end())
+        return lora_delta(it->second, x, training, products).to(qkv.scalar_type());
       auto shape = qkv.sizes().vec();
       shape.back() = width;
       return torch::zeros(shape, qkv.options());
@@ -114,23 +119,28 @@ torch::Tensor AttentionImpl::project_qkv(const torch::Tensor& x, bool few_rows) 
   return torch::cat({q.to(qkv.scalar_type()), k.to(qkv.scalar_type()), v}, -1);
 }
 
-torch::Tensor lora_delta(const LoraLinear& adapter, const torch::Tensor& x, bool training) {
+torch::Tensor lora_delta(const LoraLinear& adapter, const torch::Tensor& x, bool training,
+                         LinearProducts products) {
   auto h = adapter.dropout > 0 && training
                ? F::dropout(x, F::DropoutFuncOptions().p(adapter.dropout).training(true))
                : x;
+  if (products == LinearProducts::RowInvariant)
+    return row_invariant_linear(row_invariant_linear(h, adapter.A), adapter.B) * adapter.scaling;
   return F::linear(F::linear(h, adapter.A), adapter.B) * adapter.scaling;
 }
 
-torch::Tensor AttentionImpl::project_output(const torch::Tensor& x) {
-  auto y = o_proj(x);
+torch::Tensor AttentionImpl::project_output(const torch::Tensor& x, LinearProducts products) {
+  auto y = products == LinearProducts::RowInvariant
+               ? row_invariant_linear(x, o_proj->weight, o_proj->bias)
+               : o_proj(x);
   auto it = adapters.find("o_proj");
   if (it == adapters.end()) return y;
-  return y + lora_delta(it->second, x, is_training()).to(y.scalar_type());
+  return y + lora_delta(it->second, x, is_training(), products).to(y.scalar_type());
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const LayerInputs& in, LayerKeyValues* kv) {
   const auto B = x.size(0), S = x.size(1);
-  auto qkv = project_qkv(x, /*few_rows=*/false);
+  auto qkv = project_qkv(x, LinearProducts::Concatenated);
   if (kv) {
     // For a cache; the fused kernel rotates its keys internally, so they are made again here.
     auto k = qkv.narrow(2, heads_ * head_dim_, kv_heads_ * head_dim_).view({B, S, kv_heads_, head_dim_});
@@ -140,7 +150,8 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const LayerInputs& 
   }
   if (in.kernel == AttentionKernel::FusedCpu && qkv.scalar_type() != torch::kHalf) {
     return project_output(fused_rope_attention(qkv, in.cos, in.sin, in.bias, in.causal,
-                                               AttentionDims{heads_, kv_heads_, head_dim_}));
+                                               AttentionDims{heads_, kv_heads_, head_dim_}),
+                          LinearProducts::Concatenated);
   }
   auto q = apply_rope(qkv.narrow(2, 0, heads_ * head_dim_).view({B, S, heads_, head_dim_}), in);
   auto k = apply_rope(qkv.narrow(2, heads_ * head_dim_, kv_heads_ * head_dim_).view({B, S, kv_heads_, head_dim_}), in);
@@ -172,7 +183,8 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const LayerInputs& 
     }
     out = torch::matmul(torch::softmax(scores, -1).to(v.scalar_type()), v);
   }
-  return project_output(out.transpose(1, 2).reshape({B, S, heads_ * head_dim_}));
+  return project_output(out.transpose(1, 2).reshape({B, S, heads_ * head_dim_}),
+                        LinearProducts::Concatenated);
 }
 
 const char* attention_kernel_name(AttentionKernel k) {
@@ -206,30 +218,43 @@ MlpImpl::MlpImpl(const ModelConfig& c) {
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
   // One matrix product for gate and up, then silu(gate) * up in one pass.
-  return gate_up_down(x, F::linear(x, torch::cat({gate_proj->weight, up_proj->weight}, 0)));
+  return gate_up_down(x, F::linear(x, torch::cat({gate_proj->weight, up_proj->weight}, 0)),
+                      LinearProducts::Concatenated);
 }
 
 torch::Tensor MlpImpl::forward_few_rows(const torch::Tensor& x) {
   return gate_up_down(
-      x, torch::cat({F::linear(x, gate_proj->weight), F::linear(x, up_proj->weight)}, -1));
+      x, torch::cat({F::linear(x, gate_proj->weight), F::linear(x, up_proj->weight)}, -1),
+      LinearProducts::Separate);
 }
 
-torch::Tensor MlpImpl::gate_up_down(const torch::Tensor& x, torch::Tensor gate_up) {
-  if (adapters.empty()) return down_proj(swiglu(gate_up));
+torch::Tensor MlpImpl::forward_rows_invariant(const torch::Tensor& x) {
+  return gate_up_down(x, row_invariant_linear(x, {gate_proj->weight, up_proj->weight}),
+                      LinearProducts::RowInvariant);
+}
+
+torch::Tensor MlpImpl::gate_up_down(const torch::Tensor& x, torch::Tensor gate_up,
+                                    LinearProducts products) {
+  const bool invariant = products == LinearProducts::RowInvariant;
+  auto down = [&](const torch::Tensor& h) {
+    return invariant ? row_invariant_linear(h, down_proj->weight) : down_proj(h);
+  };
+  if (adapters.empty()) return down(swiglu(gate_up));
   const bool training = is_training();
   auto part = [&](const char* name) {
     auto it = adapters.find(name);
-    if (it != adapters.end()) return lora_delta(it->second, x, training).to(gate_up.scalar_type());
+    if (it != adapters.end())
+      return lora_delta(it->second, x, training, products).to(gate_up.scalar_type());
     auto shape = gate_up.sizes().vec();
     shape.back() /= 2;
     return torch::zeros(shape, gate_up.options());
   };
   gate_up = gate_up + torch::cat({part("gate_proj"), part("up_proj")}, -1);
   auto h = swiglu(gate_up);
-  auto y = down_proj(h);
+  auto y = down(h);
   auto it = adapters.find("down_proj");
   if (it == adapters.end()) return y;
-  return y + lora_delta(it->second, h, training).to(y.scalar_type());
+  return y + lora_delta(it->second, h, training, products).to(y.scalar_type());
 }
 
 DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c) {
@@ -370,9 +395,10 @@ torch::Tensor LlamaForCausalLMImpl::output_weight() const {
   return lm_head ? lm_head->weight : model->embed_tokens->weight;
 }
 
-torch::Tensor LlamaForCausalLMImpl::project(const torch::Tensor& hidden) const {
+torch::Tensor LlamaForCausalLMImpl::project(const torch::Tensor& hidden, bool row_invariant) const {
   const bool cuda = hidden.is_cuda();
   AutocastGuard autocast(bf16_matrices_ && !autocast_enabled(cuda), cuda);
+  if (row_invariant) return row_invariant_linear(hidden, output_weight());
   return F::linear(hidden, output_weight());
 }
 

@@ -71,8 +71,17 @@ struct LoraLinear {
 };
 // The adapters of one module, by the linear's name in the Llama scheme (q_proj, ..., down_proj).
 using LoraLinears = std::map<std::string, LoraLinear>;
+// How a layer multiplies by its weights.
+enum class LinearProducts {
+  Concatenated,  // one product over q/k/v (gate/up) weights concatenated: many rows (training)
+  Separate,      // one product per weight: few rows, where copying the weights would cost more
+  RowInvariant,  // row_invariant_linear per weight (model/row_invariant_linear.hpp): each row's
+                 // result is independent of the other rows in the product (cached sampling)
+};
+
 // scaling * B(A(dropout(x))): [..., in] -> [..., out].
-torch::Tensor lora_delta(const LoraLinear& adapter, const torch::Tensor& x, bool training);
+torch::Tensor lora_delta(const LoraLinear& adapter, const torch::Tensor& x, bool training,
+                         LinearProducts products = LinearProducts::Separate);
 
 // One layer's keys (after RoPE) and values from a forward pass, for a key/value cache:
 // [B, KV, S, D] each, contiguous, in the pass's dtype.
@@ -88,6 +97,14 @@ struct CachedRowInputs {
   torch::Tensor bias;  // [n, key_count] additive mask (0 / -inf) in the math dtype, or undefined
 };
 
+// One row of a layer-major cached pass (DecoderLayerImpl::forward_cached_rows): its queries
+// are x's rows [begin, begin + count); keys, values: this layer's cache of the row [KV, S, D].
+struct CachedRowSpan {
+  std::int64_t begin = 0, count = 0;
+  const CachedRowInputs* in = nullptr;
+  torch::Tensor keys, values;
+};
+
 // x * cos + rotate_half(x) * sin: rotary embedding with tables broadcast against x.
 torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
 
@@ -100,18 +117,28 @@ class AttentionImpl : public torch::nn::Module {
   // values: [KV, S, D]) at in.slots, then attends to the row's cached keys. Returns [n, H].
   torch::Tensor forward_cached(const torch::Tensor& x, const CachedRowInputs& in,
                                const torch::Tensor& keys, const torch::Tensor& values);
+  // The pieces of forward_cached, for the layer-major pass over several rows: the q/k/v
+  // projection of all rows' queries, one row's attention (qkv [n, ...] of that row: RoPE, its
+  // keys and values into the cache, attention to its cached keys; returns [n, heads * D]
+  // before o_proj), and o_proj.
+  torch::Tensor project_qkv(const torch::Tensor& x, LinearProducts products);
+  torch::Tensor attend_cached(const torch::Tensor& qkv, const CachedRowInputs& in,
+                              const torch::Tensor& keys, const torch::Tensor& values);
+  // attend_cached's first half: RoPE, the row's keys and values into the cache; returns the
+  // rotated queries [n, heads, D] in the cache's dtype.
+  torch::Tensor cache_queries(const torch::Tensor& qkv, const CachedRowInputs& in,
+                              const torch::Tensor& keys, const torch::Tensor& values);
+  torch::Tensor project_output(const torch::Tensor& x, LinearProducts products);
+  std::int64_t query_width() const { return heads_ * head_dim_; }  // attend_cached's columns
 
   // LoRA adapters on q_proj, k_proj, v_proj, o_proj (empty: none). Every path (composite,
   // fused CPU, SDPA, cached, checkpointed) goes through project_qkv and project_output.
   LoraLinears adapters;
 
  private:
-  // o_proj, with its adapter.
-  torch::Tensor project_output(const torch::Tensor& x);
-  // x [..., H] -> q, k, v side by side [..., (heads + 2 kv_heads) * D]: the projections with
-  // their biases (Qwen2, Dream) and q and k normalised per head (Qwen3), before RoPE. With
-  // `few_rows`, three products rather than one over concatenated weights.
-  torch::Tensor project_qkv(const torch::Tensor& x, bool few_rows);
+  // project_qkv: x [..., H] -> q, k, v side by side [..., (heads + 2 kv_heads) * D]: the
+  // projections with their biases (Qwen2, Dream) and q and k normalised per head (Qwen3),
+  // before RoPE. project_output: o_proj, with its adapter.
 
   std::int64_t heads_, kv_heads_, head_dim_;
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
@@ -126,13 +153,16 @@ class MlpImpl : public torch::nn::Module {
   // The same for few rows: two products instead of concatenating the weights first (whose
   // copy would cost more than the products).
   torch::Tensor forward_few_rows(const torch::Tensor& x);
+  // The same with row_invariant_linear products (LinearProducts::RowInvariant).
+  torch::Tensor forward_rows_invariant(const torch::Tensor& x);
 
   // LoRA adapters on gate_proj, up_proj, down_proj (empty: none).
   LoraLinears adapters;
 
  private:
   // gate_up [..., 2F] -> the down projection of swiglu(gate_up), with the adapters' deltas.
-  torch::Tensor gate_up_down(const torch::Tensor& x, torch::Tensor gate_up);
+  torch::Tensor gate_up_down(const torch::Tensor& x, torch::Tensor gate_up,
+                             LinearProducts products);
   torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 };
 TORCH_MODULE(Mlp);
@@ -144,6 +174,10 @@ class DecoderLayerImpl : public torch::nn::Module {
   // One row's queries x [n, H] over the row's cached keys and values (AttentionImpl).
   torch::Tensor forward_cached(const torch::Tensor& x, const CachedRowInputs& in,
                                const torch::Tensor& keys, const torch::Tensor& values);
+  // Several rows' queries at once, x [T, H]: rows[r] holds rows[r].count of them from
+  // rows[r].begin on. The products run over all T with row_invariant_linear, attention row by
+  // row (rows in parallel on the CPU), so each row gets the bits it gets alone. Returns [T, H].
+  torch::Tensor forward_cached_rows(const torch::Tensor& x, const std::vector<CachedRowSpan>& rows);
   // Where LoRA adapters attach.
   AttentionImpl& attention() { return *self_attn; }
   MlpImpl& feed_forward() { return *mlp; }
@@ -189,8 +223,9 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   // the CPU), each over only the keys its queries may see. std::invalid_argument on bad input.
   torch::Tensor forward_cached(LlamaKeyValueCache& cache, const torch::Tensor& input_ids,
                                const torch::Tensor& positions);
-  // Hidden states [..., H] -> vocabulary logits [..., V].
-  torch::Tensor project(const torch::Tensor& hidden) const;
+  // Hidden states [..., H] -> vocabulary logits [..., V]. With `row_invariant`, through
+  // row_invariant_linear (CPU fp32): each row's logits independent of the other rows.
+  torch::Tensor project(const torch::Tensor& hidden, bool row_invariant = false) const;
   torch::Tensor output_weight() const;  // lm_head.weight, or the embedding when tied
 
   // Grows the vocabulary; new rows are the mean of the existing ones.

@@ -2,9 +2,11 @@
 // masked-diffusion sampling): forward_caching and forward_cached, and the per-layer pieces
 // they use. Kept apart from llama_model.cpp, which is the training path.
 //
-// Batch invariance: every row runs on its own, over exactly the keys its queries may see
-// (model/kv_cache.hpp, plan_row), so a row's results are those of the same row run alone --
-// the sampler relies on this to make each prompt of a batch match its solo run.
+// Batch invariance: every row attends on its own, over exactly the keys its queries may see
+// (model/kv_cache.hpp, plan_row), and on the CPU in fp32 the matrix products of all rows run
+// together through row_invariant_linear, whose rows do not depend on each other (elsewhere each
+// row runs whole on its own). So a row's results are those of the same row run alone -- the
+// sampler relies on this to make each prompt of a batch match its solo run.
 #include <ATen/ThreadLocalState.h>
 
 #include <cmath>
@@ -28,38 +30,44 @@ std::string shape(const torch::Tensor& t) {
   throw std::invalid_argument(std::string(where) + ": " + what);
 }
 
+// Scores and softmax in fp32 for 16-bit types (also when autocast made them so), as the other
+// attention paths do.
+torch::Tensor widen(const torch::Tensor& s) {
+  const bool narrow_type = s.scalar_type() == torch::kHalf || s.scalar_type() == torch::kBFloat16;
+  return narrow_type ? s.to(torch::kFloat) : s;
+}
+
+// Key/value head g's query heads of one row (CPU): q [n, H, D] (after RoPE) attending to keys
+// and values [KV, L, D] (bias [n, L] additive, or undefined), written into out [n, H * D] at
+// the group's columns. One 2-D product for the group's query heads stacked: batched matmul
+// with OpenBLAS threads is pathologically slow on libtorch 1.13 (model/fused_attention.hpp).
+void attend_group(const torch::Tensor& q, const torch::Tensor& keys, const torch::Tensor& values,
+                  const torch::Tensor& bias, std::int64_t g, const torch::Tensor& out) {
+  const auto n = q.size(0), H = q.size(1), D = q.size(2), KV = keys.size(0), L = keys.size(1);
+  const auto rep = H / KV;
+  auto qg = q.view({n, KV, rep, D}).select(1, g).transpose(0, 1).reshape({rep * n, D});
+  auto scores = widen(at::mm(qg, keys[g].t()));  // [rep n, L]
+  scores.mul_(1.0 / std::sqrt(double(D)));
+  if (bias.defined()) scores.view({rep, n, L}).add_(bias);
+  auto p = torch::softmax(scores, -1).to(values.scalar_type());
+  out.view({n, KV, rep, D}).select(1, g).copy_(at::mm(p, values[g]).view({rep, n, D}).transpose(0, 1));
+}
+
 // One row's queries q [n, H, D] (after RoPE) attending to keys and values [KV, L, D] (bias
 // [n, L] additive, or undefined). Returns [n, H * D]. O(n L) per head.
 torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& keys, const torch::Tensor& values,
                      const torch::Tensor& bias) {
   const auto n = q.size(0), H = q.size(1), D = q.size(2), KV = keys.size(0), L = keys.size(1);
   const auto rep = H / KV;
-  const double scale = 1.0 / std::sqrt(double(D));
-  // Scores and softmax in fp32 for 16-bit types (also when autocast made them so), as the
-  // other attention paths do.
-  auto widen = [](const torch::Tensor& s) {
-    const bool narrow_type = s.scalar_type() == torch::kHalf || s.scalar_type() == torch::kBFloat16;
-    return narrow_type ? s.to(torch::kFloat) : s;
-  };
-  auto q_kv = q.view({n, KV, rep, D});
   if (keys.device().is_cpu()) {
-    // One 2-D product per key/value head, its query heads stacked: batched matmul with
-    // OpenBLAS threads is pathologically slow on libtorch 1.13 (model/fused_attention.hpp).
-    auto out = torch::empty({n, KV, rep, D}, values.options());
-    for (std::int64_t g = 0; g < KV; ++g) {
-      auto qg = q_kv.select(1, g).transpose(0, 1).reshape({rep * n, D});
-      auto scores = widen(at::mm(qg, keys[g].t()));  // [rep n, L]
-      scores.mul_(scale);
-      if (bias.defined()) scores.view({rep, n, L}).add_(bias);
-      auto p = torch::softmax(scores, -1).to(values.scalar_type());
-      out.select(1, g).copy_(at::mm(p, values[g]).view({rep, n, D}).transpose(0, 1));
-    }
-    return out.view({n, H * D});
+    auto out = torch::empty({n, H * D}, values.options());
+    for (std::int64_t g = 0; g < KV; ++g) attend_group(q, keys, values, bias, g, out);
+    return out;
   }
   // Elsewhere (CUDA) one batched product over the key/value heads.
-  auto qg = q_kv.permute({1, 2, 0, 3}).reshape({KV, rep * n, D});
+  auto qg = q.view({n, KV, rep, D}).permute({1, 2, 0, 3}).reshape({KV, rep * n, D});
   auto scores = widen(torch::matmul(qg, keys.transpose(1, 2)));  // [KV, rep n, L]
-  scores.mul_(scale);
+  scores.mul_(1.0 / std::sqrt(double(D)));
   if (bias.defined()) scores.view({KV, rep, n, L}).add_(bias);
   auto p = torch::softmax(scores, -1).to(values.scalar_type());
   return torch::matmul(p, values).view({KV, rep, n, D}).permute({2, 0, 1, 3}).reshape({n, H * D});
@@ -68,13 +76,9 @@ torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& keys, const to
 }  // namespace
 
 // ---- one row through the layers ----------------------------------------------------------
-torch::Tensor AttentionImpl::forward_cached(const torch::Tensor& x, const CachedRowInputs& in,
-                                            const torch::Tensor& keys,
-                                            const torch::Tensor& values) {
-  const auto n = x.size(0);
-  // Three products rather than one over concatenated weights: for few rows the copy of the
-  // weights would cost more than the products. Biases and q/k norms as in forward().
-  auto qkv = project_qkv(x, /*few_rows=*/true);
+torch::Tensor AttentionImpl::cache_queries(const torch::Tensor& qkv, const CachedRowInputs& in,
+                                           const torch::Tensor& keys, const torch::Tensor& values) {
+  const auto n = qkv.size(0);
   auto q = apply_rotary(qkv.narrow(1, 0, heads_ * head_dim_).reshape({n, heads_, head_dim_}),
                         in.cos, in.sin);
   auto k = apply_rotary(
@@ -85,9 +89,22 @@ torch::Tensor AttentionImpl::forward_cached(const torch::Tensor& x, const Cached
   // First into the cache, so that the queries see their own new keys too (as forward would).
   keys.index_copy_(1, in.slots, k.transpose(0, 1).to(keys.scalar_type()));
   values.index_copy_(1, in.slots, v.transpose(0, 1).to(values.scalar_type()));
-  auto o = attend(q.to(keys.scalar_type()), keys.narrow(1, in.key_begin, in.key_count),
-                  values.narrow(1, in.key_begin, in.key_count), in.bias);
-  return project_output(o.to(x.scalar_type()));
+  return q.to(keys.scalar_type()).contiguous();
+}
+
+torch::Tensor AttentionImpl::attend_cached(const torch::Tensor& qkv, const CachedRowInputs& in,
+                                           const torch::Tensor& keys, const torch::Tensor& values) {
+  return attend(cache_queries(qkv, in, keys, values), keys.narrow(1, in.key_begin, in.key_count),
+                values.narrow(1, in.key_begin, in.key_count), in.bias);
+}
+
+torch::Tensor AttentionImpl::forward_cached(const torch::Tensor& x, const CachedRowInputs& in,
+                                            const torch::Tensor& keys,
+                                            const torch::Tensor& values) {
+  // Three products rather than one over concatenated weights: for few rows the copy of the
+  // weights would cost more than the products. Biases and q/k norms as in forward().
+  auto o = attend_cached(project_qkv(x, LinearProducts::Separate), in, keys, values);
+  return project_output(o.to(x.scalar_type()), LinearProducts::Separate);
 }
 
 torch::Tensor DecoderLayerImpl::forward_cached(const torch::Tensor& x, const CachedRowInputs& in,
@@ -95,6 +112,43 @@ torch::Tensor DecoderLayerImpl::forward_cached(const torch::Tensor& x, const Cac
                                                const torch::Tensor& values) {
   auto h = x + self_attn->forward_cached(input_layernorm(x), in, keys, values);
   return h + mlp->forward_few_rows(post_attention_layernorm(h));
+}
+
+torch::Tensor DecoderLayerImpl::forward_cached_rows(const torch::Tensor& x,
+                                                    const std::vector<CachedRowSpan>& rows) {
+  if (rows.empty()) return x;
+  auto qkv = self_attn->project_qkv(input_layernorm(x), LinearProducts::RowInvariant);
+  // Each row's keys and values into its cache, then attention for every (row, key/value head)
+  // pair in one parallel region (each pair on one thread: a pair's result does not depend on
+  // the thread count or on the other rows).
+  std::vector<torch::Tensor> q(rows.size()), keys(rows.size()), values(rows.size());
+  for (std::size_t r = 0; r < rows.size(); ++r) {
+    const CachedRowSpan& span = rows[r];
+    q[r] = self_attn->cache_queries(qkv.narrow(0, span.begin, span.count), *span.in, span.keys,
+                                    span.values);
+    keys[r] = span.keys.narrow(1, span.in->key_begin, span.in->key_count);
+    values[r] = span.values.narrow(1, span.in->key_begin, span.in->key_count);
+  }
+  // Attention output in the cache's dtype.
+  auto o = torch::empty({x.size(0), self_attn->query_width()}, rows[0].values.options());
+  const std::int64_t groups = rows[0].keys.size(0);
+  const auto tasks = std::int64_t(rows.size()) * groups;
+  auto attend_pair = [&](std::int64_t i) {
+    const auto r = std::size_t(i / groups);
+    attend_group(q[r], keys[r], values[r], rows[r].in->bias, i % groups,
+                 o.narrow(0, rows[r].begin, rows[r].count));
+  };
+  if (tasks > 1 && at::get_num_threads() > 1) {
+    const at::ThreadLocalState state;  // the workers take this thread's grad mode
+    parallel_blocks(tasks, 1, [&](std::int64_t, std::int64_t begin, std::int64_t end) {
+      at::ThreadLocalStateGuard guard(state);
+      for (auto i = begin; i < end; ++i) attend_pair(i);
+    });
+  } else {
+    for (std::int64_t i = 0; i < tasks; ++i) attend_pair(i);
+  }
+  auto h = x + self_attn->project_output(o.to(x.scalar_type()), LinearProducts::RowInvariant);
+  return h + mlp->forward_rows_invariant(post_attention_layernorm(h));
 }
 
 torch::Tensor LlamaForCausalLMImpl::forward_cached_row(LlamaKeyValueCache& cache, std::int64_t row,
@@ -263,6 +317,36 @@ torch::Tensor LlamaForCausalLMImpl::forward_cached(LlamaKeyValueCache& cache,
     if (plan.bias.defined()) w.in.bias = plan.bias.to(device, math);
     w.token_ids = torch::tensor(w.tokens).to(device);
   }
+  const auto H = config_.hidden_size;
+  if (device.is_cpu() && math == torch::kFloat && !autocast_enabled(/*cuda=*/false) &&
+      model->embed_tokens->weight.scalar_type() == torch::kFloat && !work.empty()) {
+    // Layer-major: every row's queries through each product at once (row_invariant_linear:
+    // a row's results do not depend on the others), attention row by row. One product per
+    // weight for the whole batch instead of one per row.
+    std::vector<std::int64_t> all_tokens;
+    std::vector<CachedRowSpan> spans(work.size());
+    for (std::size_t i = 0; i < work.size(); ++i) {
+      spans[i].begin = std::int64_t(all_tokens.size());
+      spans[i].count = std::int64_t(work[i].tokens.size());
+      spans[i].in = &work[i].in;
+      all_tokens.insert(all_tokens.end(), work[i].tokens.begin(), work[i].tokens.end());
+    }
+    auto h = model->embed_tokens(torch::tensor(all_tokens));  // [T, H]
+    for (std::size_t l = 0; l < model->layers.size(); ++l) {
+      for (std::size_t i = 0; i < work.size(); ++i) {
+        spans[i].keys = cache.keys[l][work[i].row];
+        spans[i].values = cache.values[l][work[i].row];
+      }
+      h = model->layers[l]->forward_cached_rows(h, spans);
+    }
+    h = model->norm(h);
+    auto out = torch::zeros({B, Q, H}, h.options());
+    for (std::size_t i = 0; i < work.size(); ++i)
+      out[work[i].row].index_copy_(0, torch::tensor(work[i].slots),
+                                   h.narrow(0, spans[i].begin, spans[i].count));
+    return out;
+  }
+
   auto run = [&](std::size_t i) {
     work[i].out = forward_cached_row(cache, work[i].row, work[i].token_ids, work[i].in);
   };
@@ -280,7 +364,6 @@ torch::Tensor LlamaForCausalLMImpl::forward_cached(LlamaKeyValueCache& cache,
     for (std::size_t i = 0; i < work.size(); ++i) run(i);
   }
 
-  const auto H = config_.hidden_size;
   auto out =
       torch::zeros({B, Q, H}, work.empty() ? model->norm->weight.options() : work[0].out.options());
   for (auto& w : work) out[w.row].index_copy_(0, torch::tensor(w.slots).to(device), w.out);

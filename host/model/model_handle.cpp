@@ -24,12 +24,12 @@ std::uint64_t next_handle_id() {
 LlamaModelHandle::LlamaModelHandle(LlamaForCausalLM model)
     : model_(std::move(model)), id_(next_handle_id()) {}
 
-sdk::ModelOutput LlamaModelHandle::output(at::Tensor hidden) {
+sdk::ModelOutput LlamaModelHandle::output(at::Tensor hidden, bool row_invariant) {
   sdk::ModelOutput out;
   out.hidden = std::move(hidden);
-  out.project = [this](const at::Tensor& h) {
+  out.project = [this, row_invariant](const at::Tensor& h) {
     projected_rows_ += h.numel() / std::max<std::int64_t>(1, h.size(-1));
-    return model_->project(h);
+    return model_->project(h, row_invariant);
   };
   return out;
 }
@@ -61,7 +61,9 @@ sdk::ModelOutput LlamaModelHandle::forward_cached(sdk::KeyValueCache& cache,
   auto* own = dynamic_cast<LlamaKeyValueCache*>(&cache);
   if (!own || own->owner() != id_)
     throw std::invalid_argument("forward_cached: the cache was made by another model handle");
-  return output(model_->forward_cached(*own, input_ids, positions));
+  // Cached passes serve samplers that batch prompts: logits whose rows do not depend on the
+  // rows projected with them (as the cached pass's own products).
+  return output(model_->forward_cached(*own, input_ids, positions), /*row_invariant=*/true);
 }
 
 at::Tensor LlamaModelHandle::cross_entropy(const at::Tensor& hidden, const at::Tensor& targets,

@@ -56,8 +56,8 @@ class LlamaModelHandle : public sdk::ModelHandle {
   std::int64_t projected_rows() const { return projected_rows_; }
 
  private:
-  // Hidden states with this handle's project().
-  sdk::ModelOutput output(at::Tensor hidden);
+  // Hidden states with this handle's project() (row_invariant: LlamaForCausalLMImpl::project).
+  sdk::ModelOutput output(at::Tensor hidden, bool row_invariant = false);
 
   LlamaForCausalLM model_;
   std::int64_t projected_rows_ = 0;
