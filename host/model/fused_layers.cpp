@@ -38,9 +38,15 @@ struct RmsNormFn : public torch::autograd::Function<RmsNormFn> {
     const torch::Tensor &x = saved[0], &w = saved[1], &rstd = saved[2];
     auto g = grads[0].to(x.scalar_type()).contiguous();
     const std::int64_t n = x.size(-1), rows = x.numel() / std::max<std::int64_t>(1, n);
-    const std::int64_t block = rows_per_block(n);
+    // dweight sums over all rows. Each of a fixed number of chunks of rows (not one per thread:
+    // blocks are claimed as threads free up, so a per-thread split would change with the
+    // scheduling, and the rounding with it) sums its rows in order, then the chunks are added
+    // in order: the same bits whatever the thread count.
+    const std::int64_t blocks = (rows + rows_per_block(n) - 1) / rows_per_block(n);
+    const std::int64_t chunks = std::max<std::int64_t>(1, std::min<std::int64_t>(blocks, 16));
+    const std::int64_t block = (blocks + chunks - 1) / chunks * rows_per_block(n);
     auto dx = torch::empty_like(x);
-    auto dw = torch::zeros({parallel_slots((rows + block - 1) / block), n}, w.options());
+    auto dw = torch::zeros({chunks, n}, w.options());
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rms_norm_backward", [&] {
       const scalar_t* xp = x.data_ptr<scalar_t>();
       const scalar_t* wp = w.data_ptr<scalar_t>();
@@ -48,12 +54,14 @@ struct RmsNormFn : public torch::autograd::Function<RmsNormFn> {
       const scalar_t* gp = g.data_ptr<scalar_t>();
       scalar_t* dxp = dx.data_ptr<scalar_t>();
       scalar_t* dwp = dw.data_ptr<scalar_t>();
-      parallel_blocks(rows, block, [&](std::int64_t slot, std::int64_t b, std::int64_t e) {
-        kernels::rms_norm_backward(xp + b * n, wp, rp + b, gp + b * n, dxp + b * n, dwp + slot * n,
-                                   e - b, n);
+      parallel_blocks(rows, block, [&](std::int64_t, std::int64_t b, std::int64_t e) {
+        kernels::rms_norm_backward(xp + b * n, wp, rp + b, gp + b * n, dxp + b * n,
+                                   dwp + b / block * n, e - b, n);
       });
     });
-    return {dx, dw.sum(0), torch::Tensor()};
+    auto dweight = dw[0].clone();
+    for (std::int64_t c = 1; c < dw.size(0); ++c) dweight.add_(dw[c]);
+    return {dx, dweight, torch::Tensor()};
   }
 };
 

@@ -31,4 +31,9 @@ void parallel_blocks(std::int64_t n, std::int64_t block, F&& fn) {
   });
 }
 
+// How many threads a parallel_blocks loop over `blocks` blocks of slow work actually runs on,
+// measured (distinct threads seen). at::set_num_threads(n) should give min(n, blocks); 1 means
+// loom was built without OpenMP (at::parallel_for then runs its loop on the calling thread).
+int parallel_blocks_threads(std::int64_t blocks);
+
 }  // namespace loom

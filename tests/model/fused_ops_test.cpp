@@ -8,6 +8,7 @@
 #include "model/fused_cross_entropy.hpp"
 #include "model/fused_layers.hpp"
 #include "model/model_handle.hpp"
+#include "model/parallel_blocks.hpp"
 #include "train/autocast_guard.hpp"
 
 namespace loom {
@@ -59,6 +60,47 @@ void run(const Case& c, torch::ScalarType dtype, double tol) {
   EXPECT_FALSE(out_a.isnan().any().item<bool>());
   EXPECT_LT((out_a - out_b).abs().max().item<double>(), tol);
   EXPECT_LT((a.grad() - b.grad()).abs().max().item<double>(), tol);
+}
+
+struct ThreadCount {
+  int before = at::get_num_threads();
+  explicit ThreadCount(int n) { at::set_num_threads(n); }
+  ~ThreadCount() { at::set_num_threads(before); }
+};
+
+// loom's own loops (parallel_blocks over at::parallel_for) really run on the threads they are
+// given: at::parallel_for is a header template that runs serially in a file compiled without
+// OpenMP, which these loops were until 2026-12.
+TEST(LoomLoops, RunOnEveryThreadTheyAreGiven) {
+  ThreadCount two(2);
+  EXPECT_EQ(parallel_blocks_threads(8), 2);
+  ThreadCount one(1);
+  EXPECT_EQ(parallel_blocks_threads(8), 1);
+}
+
+// The fused RMSNorm's weight gradient (a sum over all rows) has the same bits whatever the
+// thread count: the rows are summed in fixed chunks, not per thread.
+TEST(FusedRmsNorm, WeightGradientHasTheSameBitsForAnyThreadCount) {
+  torch::manual_seed(12);
+  auto x = torch::randn({2000, 256});
+  auto g = torch::randn({2000, 256});
+  torch::Tensor first;
+  for (int threads : {1, 2, 3}) {
+    ThreadCount count(threads);
+    auto w = torch::randn({256}, torch::TensorOptions().requires_grad(true));
+    {
+      torch::NoGradGuard no_grad;
+      w.copy_(torch::linspace(0.5, 1.5, 256));
+    }
+    rms_norm(x, w, 1e-5).backward(g);
+    if (!first.defined()) {
+      first = w.grad().clone();
+      auto want = (g * x * torch::rsqrt(x.pow(2).mean(-1, true) + 1e-5)).to(torch::kDouble).sum(0);
+      EXPECT_LT((first.to(torch::kDouble) - want).abs().max().item<double>(), 1e-2);
+    } else {
+      EXPECT_TRUE(torch::equal(first, w.grad())) << threads << " threads";
+    }
+  }
 }
 
 TEST(FusedAttention, MatchesReferenceInDouble) {
