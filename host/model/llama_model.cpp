@@ -398,7 +398,10 @@ torch::Tensor LlamaForCausalLMImpl::output_weight() const {
 torch::Tensor LlamaForCausalLMImpl::project(const torch::Tensor& hidden, bool row_invariant) const {
   const bool cuda = hidden.is_cuda();
   AutocastGuard autocast(bf16_matrices_ && !autocast_enabled(cuda), cuda);
-  if (row_invariant) return row_invariant_linear(hidden, output_weight());
+  if (row_invariant) {
+    torch::NoGradGuard no_grad;  // as the cached passes it serves; row_invariant_linear has no backward
+    return row_invariant_linear(hidden, output_weight());
+  }
   return F::linear(hidden, output_weight());
 }
 

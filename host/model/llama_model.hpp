@@ -219,12 +219,15 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   torch::Tensor forward_caching(const torch::Tensor& input_ids, const torch::Tensor& position_ids,
                                 const torch::Tensor& segment_ids, LlamaKeyValueCache& cache);
   // input_ids, positions: [B, Q] (positions index the cached rows, -1 = unused slot).
-  // Returns hidden [B, Q, H], zeros at unused slots. Rows run independently (in parallel on
-  // the CPU), each over only the keys its queries may see. std::invalid_argument on bad input.
+  // Returns hidden [B, Q, H], zeros at unused slots. Each row attends over only the keys its
+  // queries may see; on the CPU in fp32 all rows go through each layer's products together
+  // (row_invariant_linear), elsewhere each row runs whole on its own. Either way a row's
+  // result is that of the row run alone. std::invalid_argument on bad input.
   torch::Tensor forward_cached(LlamaKeyValueCache& cache, const torch::Tensor& input_ids,
                                const torch::Tensor& positions);
   // Hidden states [..., H] -> vocabulary logits [..., V]. With `row_invariant`, through
-  // row_invariant_linear (CPU fp32): each row's logits independent of the other rows.
+  // row_invariant_linear (CPU fp32) and without autograd: each row's logits independent of
+  // the other rows and of the thread count.
   torch::Tensor project(const torch::Tensor& hidden, bool row_invariant = false) const;
   torch::Tensor output_weight() const;  // lm_head.weight, or the embedding when tied
 

@@ -16,6 +16,7 @@
 #include "model/kv_cache.hpp"
 #include "model/llama_model.hpp"
 #include "model/parallel_blocks.hpp"
+#include "model/row_invariant_linear.hpp"
 #include "train/autocast_guard.hpp"
 
 namespace loom {
@@ -39,18 +40,22 @@ torch::Tensor widen(const torch::Tensor& s) {
 
 // Key/value head g's query heads of one row (CPU): q [n, H, D] (after RoPE) attending to keys
 // and values [KV, L, D] (bias [n, L] additive, or undefined), written into out [n, H * D] at
-// the group's columns. One 2-D product for the group's query heads stacked: batched matmul
-// with OpenBLAS threads is pathologically slow on libtorch 1.13 (model/fused_attention.hpp).
+// the group's columns. Two 2-D products for the group's query heads stacked (batched matmul
+// with OpenBLAS threads is pathologically slow on libtorch 1.13: model/fused_attention.hpp),
+// through row_invariant_linear: in fp32 their bits do not depend on whether this runs on one
+// thread of a parallel region (a batch) or alone with every thread (a solo row), which a BLAS
+// does not promise. (Other dtypes: at::linear, as row_invariant_linear falls back.)
 void attend_group(const torch::Tensor& q, const torch::Tensor& keys, const torch::Tensor& values,
                   const torch::Tensor& bias, std::int64_t g, const torch::Tensor& out) {
   const auto n = q.size(0), H = q.size(1), D = q.size(2), KV = keys.size(0), L = keys.size(1);
   const auto rep = H / KV;
   auto qg = q.view({n, KV, rep, D}).select(1, g).transpose(0, 1).reshape({rep * n, D});
-  auto scores = widen(at::mm(qg, keys[g].t()));  // [rep n, L]
+  auto scores = widen(row_invariant_linear(qg, keys[g]));  // [rep n, L]
   scores.mul_(1.0 / std::sqrt(double(D)));
   if (bias.defined()) scores.view({rep, n, L}).add_(bias);
   auto p = torch::softmax(scores, -1).to(values.scalar_type());
-  out.view({n, KV, rep, D}).select(1, g).copy_(at::mm(p, values[g]).view({rep, n, D}).transpose(0, 1));
+  auto pv = row_invariant_linear(p, values[g].t().contiguous());  // [rep n, D]
+  out.view({n, KV, rep, D}).select(1, g).copy_(pv.view({rep, n, D}).transpose(0, 1));
 }
 
 // One row's queries q [n, H, D] (after RoPE) attending to keys and values [KV, L, D] (bias
@@ -347,23 +352,11 @@ torch::Tensor LlamaForCausalLMImpl::forward_cached(LlamaKeyValueCache& cache,
     return out;
   }
 
-  auto run = [&](std::size_t i) {
-    work[i].out = forward_cached_row(cache, work[i].row, work[i].token_ids, work[i].in);
-  };
-  if (device.is_cpu() && work.size() > 1 && std::int64_t(work.size()) >= at::get_num_threads()) {
-    // Rows in parallel, each single-threaded (with fewer rows than threads, one row at a time
-    // with every thread does better); the workers take this thread's grad mode and autocast
-    // state. A row's result is the same either way.
-    const at::ThreadLocalState state;
-    parallel_blocks(std::int64_t(work.size()), 1,
-                    [&](std::int64_t, std::int64_t begin, std::int64_t end) {
-                      at::ThreadLocalStateGuard guard(state);
-                      for (auto i = begin; i < end; ++i) run(std::size_t(i));
-                    });
-  } else {
-    for (std::size_t i = 0; i < work.size(); ++i) run(i);
-  }
-
+  // Elsewhere (CUDA, fp64, bf16 autocast) each row whole on its own, one after another, with
+  // every thread inside its operations: running rows in parallel would give a batched row
+  // single-threaded products where its solo run has threaded ones, which a BLAS does not
+  // promise to round alike.
+  for (auto& w : work) w.out = forward_cached_row(cache, w.row, w.token_ids, w.in);
   auto out =
       torch::zeros({B, Q, H}, work.empty() ? model->norm->weight.options() : work[0].out.options());
   for (auto& w : work) out[w.row].index_copy_(0, torch::tensor(w.slots).to(device), w.out);

@@ -17,6 +17,12 @@
 #define LOOM_ROW_GEMM_X86 0
 #endif
 
+// The bit-for-bit promise rests on the compiler keeping each sum's order and its fused
+// multiply-adds as written.
+#ifdef __FAST_MATH__
+#error "row_invariant_linear.cpp must not be compiled with -ffast-math (it reorders the sums)"
+#endif
+
 namespace loom {
 namespace kernels {
 namespace {

@@ -161,64 +161,82 @@ TEST(KvCache, PrefixAndDualCallsMatchForward) {
 }
 
 // Each row of a ragged batch equals the same prompt run alone, unpadded, bit for bit: the
-// cache pass and cached passes with changed tokens, with two threads (rows then run in
-// parallel in the batch, and the solo runs use both threads inside their operations).
+// cache pass and cached passes with changed tokens, hidden states and the logits projected
+// from them (all rows' at once in the batch). The batch runs with two threads (rows then share
+// each product, attention pairs run in parallel), the solo cached passes with one and with
+// two; with one and with two key/value heads (one head: a solo row's attention is one task).
 TEST(KvCache, RowsDoNotDependOnTheBatch) {
   struct Threads {
     int before = at::get_num_threads();
-    Threads() { at::set_num_threads(2); }
     ~Threads() { at::set_num_threads(before); }
-  } threads;
-  ModelConfig c;
-  c.vocab_size = 64;
-  c.hidden_size = 128;
-  c.intermediate_size = 344;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.max_position_embeddings = 128;
-  LlamaForCausalLM m(c);
-  m->reset_parameters(11);
-  m->eval();
-  LlamaModelHandle h(m);
-  const std::int64_t S = 48;
-  const std::vector<std::int64_t> len = {48, 29, 40};
-  auto gen = at::detail::createCPUGenerator(3);
-  auto ids = torch::randint(0, 64, {3, S}, gen, torch::kLong);
-  auto seg = torch::zeros({3, S}, torch::kLong);
-  for (std::int64_t b = 0; b < 3; ++b) seg[b].slice(0, 0, len[b]).fill_(1);
-  // Two rounds of the block 20..27 (rows 1 and 2 with unused slots in different places), the
-  // second with new tokens.
-  auto pos = torch::tensor({20, 21, 22, 23, 24, 25, 26, 27,  //
-                            -1, 20, 21, -1, 22, 23, 24, -1,  //
-                            20, 21, 22, 23, 24, -1, -1, -1},
-                           torch::kLong)
-                 .view({3, 8});
-  const auto tok0 = ids.gather(1, pos.clamp_min(0)),
-             tok1 = torch::randint(0, 64, {3, 8}, gen, torch::kLong);
+  } restore;
+  for (std::int64_t kv_heads : {2, 1}) {
+    ModelConfig c;
+    c.vocab_size = 64;
+    c.hidden_size = 128;
+    c.intermediate_size = 344;
+    c.num_hidden_layers = 2;
+    c.num_attention_heads = 4;
+    c.num_key_value_heads = kv_heads;
+    c.max_position_embeddings = 128;
+    LlamaForCausalLM m(c);
+    m->reset_parameters(11);
+    m->eval();
+    LlamaModelHandle h(m);
+    const std::int64_t S = 48;
+    const std::vector<std::int64_t> len = {48, 29, 40};
+    auto gen = at::detail::createCPUGenerator(3);
+    auto ids = torch::randint(0, 64, {3, S}, gen, torch::kLong);
+    auto seg = torch::zeros({3, S}, torch::kLong);
+    for (std::int64_t b = 0; b < 3; ++b) seg[b].slice(0, 0, len[b]).fill_(1);
+    // Two rounds of the block 20..27 (rows 1 and 2 with unused slots in different places), the
+    // second with new tokens.
+    auto pos = torch::tensor({20, 21, 22, 23, 24, 25, 26, 27,  //
+                              -1, 20, 21, -1, 22, 23, 24, -1,  //
+                              20, 21, 22, 23, 24, -1, -1, -1},
+                             torch::kLong)
+                   .view({3, 8});
+    const auto tok0 = ids.gather(1, pos.clamp_min(0)),
+               tok1 = torch::randint(0, 64, {3, 8}, gen, torch::kLong);
 
-  sdk::ModelOutput batch_out;
-  auto batch_cache = h.forward_caching(ids, torch::Tensor(), seg, &batch_out);
-  std::vector<torch::Tensor> batch_rounds;
-  for (const auto& tok : {tok0, tok1})
-    batch_rounds.push_back(h.forward_cached(*batch_cache, tok, pos).hidden);
+    at::set_num_threads(2);
+    sdk::ModelOutput batch_out;
+    auto batch_cache = h.forward_caching(ids, torch::Tensor(), seg, &batch_out);
+    std::vector<torch::Tensor> batch_rounds, batch_logits;
+    for (const auto& tok : {tok0, tok1}) {
+      auto out = h.forward_cached(*batch_cache, tok, pos);
+      batch_rounds.push_back(out.hidden);
+      batch_logits.push_back(out.project(out.hidden.reshape({-1, c.hidden_size})).view({3, 8, -1}));
+    }
 
-  for (std::int64_t b = 0; b < 3; ++b) {
-    auto solo_ids = ids[b].slice(0, 0, len[b]).unsqueeze(0);
-    sdk::ModelOutput solo_out;
-    auto solo_cache = h.forward_caching(solo_ids, torch::Tensor(), torch::Tensor(), &solo_out);
-    EXPECT_TRUE(torch::equal(solo_out.hidden[0], batch_out.hidden[b].slice(0, 0, len[b])))
-        << "forward_caching, row " << b;
-    auto used = pos[b].ge(0).nonzero().squeeze(1);
-    for (int r = 0; r < 2; ++r) {
-      const auto& tok = r == 0 ? tok0 : tok1;
-      auto solo = h.forward_cached(*solo_cache, tok[b].index_select(0, used).unsqueeze(0),
-                                   pos[b].index_select(0, used).unsqueeze(0))
-                      .hidden[0];
-      auto batched = batch_rounds[std::size_t(r)][b].index_select(0, used);
-      EXPECT_TRUE(torch::equal(solo, batched))
-          << "forward_cached round " << r << ", row " << b << ": max difference "
-          << (solo - batched).abs().max().item<double>();
+    for (int solo_threads : {1, 2}) {
+      const std::string where = std::to_string(kv_heads) + " key/value heads, cached passes with " +
+                                std::to_string(solo_threads) + " threads";
+      for (std::int64_t b = 0; b < 3; ++b) {
+        // The cache pass with the batch's thread count: a full forward's BLAS products may
+        // round differently with another thread count (docs/diffusion.md).
+        at::set_num_threads(2);
+        auto solo_ids = ids[b].slice(0, 0, len[b]).unsqueeze(0);
+        sdk::ModelOutput solo_out;
+        auto solo_cache = h.forward_caching(solo_ids, torch::Tensor(), torch::Tensor(), &solo_out);
+        EXPECT_TRUE(torch::equal(solo_out.hidden[0], batch_out.hidden[b].slice(0, 0, len[b])))
+            << "forward_caching, row " << b;
+        at::set_num_threads(solo_threads);
+        auto used = pos[b].ge(0).nonzero().squeeze(1);
+        for (int r = 0; r < 2; ++r) {
+          const auto& tok = r == 0 ? tok0 : tok1;
+          auto out = h.forward_cached(*solo_cache, tok[b].index_select(0, used).unsqueeze(0),
+                                      pos[b].index_select(0, used).unsqueeze(0));
+          auto solo = out.hidden[0];
+          auto batched = batch_rounds[std::size_t(r)][b].index_select(0, used);
+          EXPECT_TRUE(torch::equal(solo, batched))
+              << "forward_cached round " << r << ", row " << b << ", " << where
+              << ": max difference " << (solo - batched).abs().max().item<double>();
+          EXPECT_TRUE(torch::equal(out.project(solo),
+                                   batch_logits[std::size_t(r)][b].index_select(0, used)))
+              << "logits, round " << r << ", row " << b << ", " << where;
+        }
+      }
     }
   }
 }

@@ -49,8 +49,13 @@ class ThreadCount {
 
 class ScalarPath {
  public:
-  ScalarPath() { kernels::set_row_invariant_gemm_scalar(true); }
-  ~ScalarPath() { kernels::set_row_invariant_gemm_scalar(false); }
+  ScalarPath() : was_vector_(kernels::row_invariant_gemm_vectorised()) {
+    kernels::set_row_invariant_gemm_scalar(true);
+  }
+  ~ScalarPath() { kernels::set_row_invariant_gemm_scalar(!was_vector_); }
+
+ private:
+  bool was_vector_;
 };
 
 const Shape kShapes[] = {{1, 1, 1},  {2, 3, 7},    {3, 4, 8},    {5, 9, 13},
