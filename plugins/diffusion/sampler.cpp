@@ -366,60 +366,50 @@ std::vector<at::Tensor> ReverseSampler::run_batch(sdk::ModelHandle& model,
 
     at::Tensor index = at::tensor(flat, at::kLong).to(device);
     at::Tensor hidden = out.hidden.reshape({-1, out.hidden.size(-1)});
-    // Projected row by row, as each row alone would be (a matrix product's rounding may depend
-    // on how many rows it has).
-    auto project_rows = [&](const at::Tensor& where) {
-      std::vector<at::Tensor> parts;
-      for (std::size_t i = 0; i + 1 < offsets.size(); ++i)
-        parts.push_back(out.project(hidden.index_select(0, where.narrow(0, offsets[i], offsets[i + 1] - offsets[i]))));
-      return (parts.size() == 1 ? parts[0] : at::cat(parts)).to(dtype);
-    };
-    at::Tensor logits = project_rows(index);  // [C_all, V]
-    if (cfg) {
-      at::Tensor un = project_rows(index + n_rows * width);
-      logits = un + (o.cfg_scale + 1.0) * (logits - un);
-    }
-    const std::int64_t V = logits.size(1);
-    if (mask_id >= V)
-      throw std::invalid_argument("diffusion sampler: mask token id " + std::to_string(mask_id) +
-                                  " is outside the model's vocabulary (" + std::to_string(V) + ")");
-    const double neg_inf = -std::numeric_limits<double>::infinity();
-    logits.select(1, mask_id).fill_(neg_inf);
-    if (o.suppress_eos && o.eos_token_id < V) logits.select(1, o.eos_token_id).fill_(neg_inf);
-
-    bool hot = false;
-    std::vector<double> temps;
+    // Row by row, from projection to confidence: each row's logits are those of its solo run
+    // (a matrix product's rounding may depend on how many rows it has), and one row's
+    // vocabulary-wide tensors stay in cache (every row's at once would not, at 128k tokens).
+    std::vector<at::Tensor> x0_rows, confidence_rows;
     for (std::size_t i = 0; i < stepping.size(); ++i) {
-      hot = hot || stepping[i]->temperature > 0;
-      temps.insert(temps.end(), static_cast<std::size_t>(offsets[i + 1] - offsets[i]),
-                   stepping[i]->temperature);
-    }
-    if (o.top_k > 0 || o.top_p < 1.0) {
-      at::Tensor temperature;  // [C_all, 1]
-      if (hot) temperature = at::tensor(temps, f64).unsqueeze(1).to(device);
-      logits = filter_top_k_top_p(logits, o.top_k, o.top_p, temperature);
-    }
-
-    at::Tensor x0 = logits.argmax(-1);  // [C_all]; rows at T = 0 keep this
-    // Gumbel-max in float64 for the rows at T > 0: argmax(l + T * g) = argmax(l / T + g),
-    // g = -log(-log u), u from the row's own generator, as alone.
-    for (std::size_t i = 0; hot && i < stepping.size(); ++i) {
-      const double t = stepping[i]->temperature;
       const std::int64_t C = offsets[i + 1] - offsets[i];
-      if (t <= 0 || C == 0) continue;
-      at::Tensor gumbel = -at::log(-at::log(at::rand({C, V}, stepping[i]->gen, f64).to(device)));
-      x0.narrow(0, offsets[i], C).copy_((logits.narrow(0, offsets[i], C).to(at::kDouble) + t * gumbel).argmax(-1));
+      if (C == 0) {
+        x0_rows.push_back(at::empty({0}, at::kLong));
+        confidence_rows.push_back(at::empty({0}, f64));
+        continue;
+      }
+      at::Tensor where = index.narrow(0, offsets[i], C);
+      at::Tensor logits = out.project(hidden.index_select(0, where)).to(dtype);  // [C, V]
+      if (cfg) {
+        at::Tensor un = out.project(hidden.index_select(0, where + n_rows * width)).to(dtype);
+        logits = un + (o.cfg_scale + 1.0) * (logits - un);
+      }
+      const std::int64_t V = logits.size(1);
+      if (mask_id >= V)
+        throw std::invalid_argument("diffusion sampler: mask token id " + std::to_string(mask_id) +
+                                    " is outside the model's vocabulary (" + std::to_string(V) + ")");
+      const double neg_inf = -std::numeric_limits<double>::infinity();
+      logits.select(1, mask_id).fill_(neg_inf);
+      if (o.suppress_eos && o.eos_token_id < V) logits.select(1, o.eos_token_id).fill_(neg_inf);
+      const double t = stepping[i]->temperature;
+      if (o.top_k > 0 || o.top_p < 1.0) {
+        at::Tensor temperature;  // [C, 1]; undefined means 1, as a temperature of 0 does
+        if (t > 0) temperature = at::full({C, 1}, t, f64).to(device);
+        logits = filter_top_k_top_p(logits, o.top_k, o.top_p, temperature);
+      }
+      at::Tensor x0 = logits.argmax(-1);  // [C]; at T = 0 this
+      if (t > 0) {
+        // Gumbel-max in float64: argmax(l + T * g) = argmax(l / T + g), g = -log(-log u), u
+        // from the row's own generator, as alone.
+        at::Tensor gumbel = -at::log(-at::log(at::rand({C, V}, stepping[i]->gen, f64).to(device)));
+        x0 = (logits.to(at::kDouble) + t * gumbel).argmax(-1);
+      }
+      confidence_rows.push_back(o.remasking == Remasking::Random
+                                    ? at::rand({C}, stepping[i]->gen, f64)
+                                    : prediction_confidence(logits, x0, o.remasking)
+                                          .to(at::kCPU, at::kDouble));
+      x0_rows.push_back(x0.to(at::kCPU));
     }
-    at::Tensor confidence;  // [C_all] float64, CPU
-    if (o.remasking == Remasking::Random) {
-      std::vector<at::Tensor> draws;
-      for (std::size_t i = 0; i < stepping.size(); ++i)
-        draws.push_back(at::rand({offsets[i + 1] - offsets[i]}, stepping[i]->gen, f64));
-      confidence = at::cat(draws);
-    } else {
-      confidence = prediction_confidence(logits, x0, o.remasking).to(at::kCPU, at::kDouble);
-    }
-    x0 = x0.to(at::kCPU);
+    at::Tensor x0 = at::cat(x0_rows), confidence = at::cat(confidence_rows);
 
     for (std::size_t i = 0; i < stepping.size(); ++i) {
       RowState& r = *stepping[i];
