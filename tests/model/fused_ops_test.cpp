@@ -9,6 +9,7 @@
 #include "model/fused_layers.hpp"
 #include "model/model_handle.hpp"
 #include "model/parallel_blocks.hpp"
+#include "support/thread_count.hpp"
 #include "train/autocast_guard.hpp"
 
 namespace loom {
@@ -62,11 +63,7 @@ void run(const Case& c, torch::ScalarType dtype, double tol) {
   EXPECT_LT((a.grad() - b.grad()).abs().max().item<double>(), tol);
 }
 
-struct ThreadCount {
-  int before = at::get_num_threads();
-  explicit ThreadCount(int n) { at::set_num_threads(n); }
-  ~ThreadCount() { at::set_num_threads(before); }
-};
+using test::ThreadCount;
 
 // loom's own loops (parallel_blocks over at::parallel_for) really run on the threads they are
 // given: at::parallel_for is a header template that runs serially in a file compiled without

@@ -14,6 +14,7 @@
 #include "model/instrumented_model_handle.hpp"
 #include "model/model_handle.hpp"
 #include "model/reference_model.hpp"
+#include "support/thread_count.hpp"
 
 namespace loom {
 namespace {
@@ -166,11 +167,8 @@ TEST(KvCache, PrefixAndDualCallsMatchForward) {
 // each product, attention pairs run in parallel), the solo cached passes with one and with
 // two; with one and with two key/value heads (one head: a solo row's attention is one task).
 TEST(KvCache, RowsDoNotDependOnTheBatch) {
-  struct Threads {
-    int before = at::get_num_threads();
-    ~Threads() { at::set_num_threads(before); }
-  } restore;
   for (std::int64_t kv_heads : {2, 1}) {
+    test::ThreadCount batch_threads(2);
     ModelConfig c;
     c.vocab_size = 64;
     c.hidden_size = 128;
@@ -199,7 +197,6 @@ TEST(KvCache, RowsDoNotDependOnTheBatch) {
     const auto tok0 = ids.gather(1, pos.clamp_min(0)),
                tok1 = torch::randint(0, 64, {3, 8}, gen, torch::kLong);
 
-    at::set_num_threads(2);
     sdk::ModelOutput batch_out;
     auto batch_cache = h.forward_caching(ids, torch::Tensor(), seg, &batch_out);
     std::vector<torch::Tensor> batch_rounds, batch_logits;
@@ -215,13 +212,12 @@ TEST(KvCache, RowsDoNotDependOnTheBatch) {
       for (std::int64_t b = 0; b < 3; ++b) {
         // The cache pass with the batch's thread count: a full forward's BLAS products may
         // round differently with another thread count (docs/diffusion.md).
-        at::set_num_threads(2);
         auto solo_ids = ids[b].slice(0, 0, len[b]).unsqueeze(0);
         sdk::ModelOutput solo_out;
         auto solo_cache = h.forward_caching(solo_ids, torch::Tensor(), torch::Tensor(), &solo_out);
         EXPECT_TRUE(torch::equal(solo_out.hidden[0], batch_out.hidden[b].slice(0, 0, len[b])))
             << "forward_caching, row " << b;
-        at::set_num_threads(solo_threads);
+        test::ThreadCount cached_threads(solo_threads);
         auto used = pos[b].ge(0).nonzero().squeeze(1);
         for (int r = 0; r < 2; ++r) {
           const auto& tok = r == 0 ? tok0 : tok1;

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "model/row_invariant_linear.hpp"
+#include "support/thread_count.hpp"
 
 namespace loom {
 namespace {
@@ -38,14 +39,7 @@ bool same_bits(const torch::Tensor& a, const torch::Tensor& b) {
   return std::memcmp(x.data_ptr(), y.data_ptr(), size_t(x.numel()) * x.element_size()) == 0;
 }
 
-class ThreadCount {
- public:
-  explicit ThreadCount(int n) : saved_(at::get_num_threads()) { at::set_num_threads(n); }
-  ~ThreadCount() { at::set_num_threads(saved_); }
-
- private:
-  int saved_;
-};
+using test::ThreadCount;
 
 class ScalarPath {
  public:
