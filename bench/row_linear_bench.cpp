@@ -59,6 +59,11 @@ int main(int argc, char** argv) {
       {"gate/up, 8 rows x 32 queries", 256, 256, 688},
       {"LM head, vocab 128256, 32 rows", 32, 256, 128256},
       {"q/k/v/o, hidden 4096 (8B), one block", 32, 4096, 4096},
+      {"attention scores, full pass of 288, D 64", 288, 64, 288},
+      {"attention p @ V, full pass of 288, D 64", 288, 288, 64},
+      {"q/k/v/o, full pass of 288", 288, 256, 256},
+      {"gate/up, full pass of 4 x 288", 1152, 256, 1376},
+      {"down, full pass of 4 x 288", 1152, 688, 256},
   };
   std::printf("threads %d, best of %d, AVX2 path: %s\n", threads, repeats,
               loom::kernels::row_invariant_gemm_vectorised() ? "yes" : "no");
