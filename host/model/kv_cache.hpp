@@ -47,7 +47,7 @@ class LlamaKeyValueCache : public sdk::KeyValueCache {
   CachedRowPlan plan_row(std::int64_t row, const std::vector<std::int64_t>& positions) const;
 
   // Per layer [B, KV, S, D]: keys after RoPE and values, in the pass's dtype, on the model's
-  // device. Padding positions outside a row's segments hold zeros (nothing attends to them).
+  // device. Padding positions hold their own keys and values (nothing else attends to them).
   std::vector<at::Tensor> keys, values;
 
  private:

@@ -95,7 +95,12 @@ struct CachedRowInputs {
   torch::Tensor slots;     // [n] int64: the queries' positions in the cached row
   std::int64_t key_begin = 0, key_count = 0;  // the keys the queries may see
   torch::Tensor bias;  // [n, key_count] additive mask (0 / -inf) in the math dtype, or undefined
+  // Padding positions of a full layer-major pass: each query sees only its own key (attention
+  // gives its own value; key_begin / key_count / bias unused). O(n), not O(n * range).
+  bool self_only = false;
 };
+
+struct CachedQueries;  // model/llama_model_cached.cpp
 
 // One row of a layer-major cached pass (DecoderLayerImpl::forward_cached_rows): its queries
 // are x's rows [begin, begin + count); keys, values: this layer's cache of the row [KV, S, D].
@@ -130,6 +135,9 @@ class AttentionImpl : public torch::nn::Module {
                               const torch::Tensor& keys, const torch::Tensor& values);
   torch::Tensor project_output(const torch::Tensor& x, LinearProducts products);
   std::int64_t query_width() const { return heads_ * head_dim_; }  // attend_cached's columns
+  std::int64_t heads() const { return heads_; }
+  std::int64_t kv_heads() const { return kv_heads_; }
+  std::int64_t head_dim() const { return head_dim_; }
 
   // LoRA adapters on q_proj, k_proj, v_proj, o_proj (empty: none). Every path (composite,
   // fused CPU, SDPA, cached, checkpointed) goes through project_qkv and project_output.
@@ -213,9 +221,12 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   // forward_cached; model/llama_model_cached.cpp). Both run without autograd.
   //
   // forward(..., bidirectional) that fills `cache` (made for these inputs' B, S, position and
-  // segment ids). Each row runs alone, on the span from its first to its last non-padding
-  // token (padding outside it runs as one-token sequences, as forward's mask has it), so a
-  // row's hidden states and cache do not depend on the other rows or on its padding.
+  // segment ids). A row's hidden states and cache do not depend on the other rows or on its
+  // padding: on the CPU in fp32 every position is a query of one layer-major cached pass
+  // (each segment attends over exactly its own keys, each padding position over itself; the
+  // products through row_invariant_linear, so also the same bits with any thread count);
+  // elsewhere each row runs alone through forward(), on the span from its first to its last
+  // non-padding token (padding outside it as one-token sequences, as forward's mask has it).
   torch::Tensor forward_caching(const torch::Tensor& input_ids, const torch::Tensor& position_ids,
                                 const torch::Tensor& segment_ids, LlamaKeyValueCache& cache);
   // input_ids, positions: [B, Q] (positions index the cached rows, -1 = unused slot).
@@ -257,6 +268,19 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   // One row of forward_cached: tokens [n] at in.slots of cache row `row`. Returns [n, H].
   torch::Tensor forward_cached_row(LlamaKeyValueCache& cache, std::int64_t row,
                                    const torch::Tensor& tokens, const CachedRowInputs& in);
+  // The layer-major cached pass (CPU fp32, no autocast; runs_layer_major): every row's queries
+  // through each product together (row_invariant_linear), attention per (row, key/value head).
+  at::ScalarType cache_math_type() const;  // of the caches this model makes
+  bool runs_layer_major(const at::Device& device, at::ScalarType math) const;
+  // Fills each item's `in` (RoPE tables, key range, mask) from the cache's row plan.
+  void plan_queries(const LlamaKeyValueCache& cache, std::vector<CachedQueries>& work,
+                    const at::Device& device, at::ScalarType math);
+  // Final hidden states [sum of the items' queries, H], items one after another.
+  torch::Tensor forward_layer_major(LlamaKeyValueCache& cache,
+                                    const std::vector<CachedQueries>& work);
+  // forward_caching on the layer-major path: every position of every row is a query.
+  torch::Tensor forward_caching_layer_major(const torch::Tensor& input_ids,
+                                            LlamaKeyValueCache& cache);
 
   ModelConfig config_;
   bool checkpointing_ = false;

@@ -51,7 +51,8 @@ std::unique_ptr<sdk::KeyValueCache> LlamaModelHandle::forward_caching(const at::
   auto cache = std::make_unique<LlamaKeyValueCache>(id_, input_ids.size(0), input_ids.size(1),
                                                     position_ids, segment_ids);
   auto hidden = model_->forward_caching(input_ids, position_ids, segment_ids, *cache);
-  if (out) *out = output(std::move(hidden));
+  // Row-invariant logits too: the samplers that batch prompts also read this pass's.
+  if (out) *out = output(std::move(hidden), /*row_invariant=*/true);
   return cache;
 }
 

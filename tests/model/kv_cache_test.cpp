@@ -84,6 +84,66 @@ TEST(KvCache, ForwardCachingEqualsBidirectionalForward) {
   }
 }
 
+// Rows the sampler never makes, but the SDK allows: segments interleaved (1, 2, 1), padding on
+// both sides and between, and a row of padding only. forward() is the reference (its mask:
+// a segment sees its own keys, padding only itself).
+TEST(KvCache, ForwardCachingHandlesInterleavedSegmentsAndAllPaddingRows) {
+  for (int threads : {1, 3}) {
+    test::ThreadCount thread_count(threads);
+    auto h = make_handle(2);
+    auto ids = torch::tensor({4, 9, 3, 12, 7, 7, 30, 2, 5, 1,  //
+                              8, 8, 8, 8,  8, 8, 8,  8, 8, 8},
+                             torch::kLong)
+                   .view({2, 10});
+    auto seg = torch::tensor({0, 1, 2, 1, 1, 0, 2, 1, 0, 0,  //
+                              0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+                             torch::kLong)
+                   .view({2, 10});
+    sdk::ModelOutput out;
+    auto cache = h.forward_caching(ids, torch::Tensor(), seg, &out);
+    auto want = forward_hidden(h, ids, seg);
+    EXPECT_LT((out.hidden - want).abs().max().item<double>(), 1e-5) << threads << " threads";
+    // And the cached pass over the interleaved row's segment 2 reads the right keys.
+    auto pos = torch::tensor({2, 6}, torch::kLong).view({1, 2});
+    auto row0 = ids[0].index_select(0, pos[0]).unsqueeze(0);
+    auto cache0 =
+        h.forward_caching(ids.narrow(0, 0, 1), torch::Tensor(), seg.narrow(0, 0, 1), nullptr);
+    auto cached = h.forward_cached(*cache0, row0, pos).hidden;
+    for (int q = 0; q < 2; ++q)
+      EXPECT_LT((cached[0][q] - want[0][pos[0][q].item<std::int64_t>()]).abs().max().item<double>(),
+                1e-5)
+          << "slot " << q << ", " << threads << " threads";
+  }
+}
+
+// A batch of more tokens than one chunk of the layer-major pass's per-position work (4096):
+// each row still has its solo run's bits.
+TEST(KvCache, ABatchLongerThanATokenChunkKeepsEachRowsBits) {
+  ModelConfig c;
+  c.vocab_size = 64;
+  c.hidden_size = 64;
+  c.intermediate_size = 96;
+  c.num_hidden_layers = 1;
+  c.num_attention_heads = 2;
+  c.num_key_value_heads = 1;
+  c.max_position_embeddings = 2048;
+  LlamaForCausalLM m(c);
+  m->reset_parameters(5);
+  m->eval();
+  LlamaModelHandle h(m);
+  const std::int64_t B = 3, S = 1400;  // 4200 tokens
+  auto gen = at::detail::createCPUGenerator(9);
+  auto ids = torch::randint(0, 64, {B, S}, gen, torch::kLong);
+  sdk::ModelOutput batch;
+  auto batch_cache = h.forward_caching(ids, torch::Tensor(), torch::Tensor(), &batch);
+  for (std::int64_t b = 0; b < B; ++b) {
+    sdk::ModelOutput solo;
+    auto solo_cache =
+        h.forward_caching(ids.narrow(0, b, 1), torch::Tensor(), torch::Tensor(), &solo);
+    EXPECT_TRUE(torch::equal(solo.hidden[0], batch.hidden[b])) << "row " << b;
+  }
+}
+
 TEST(KvCache, UnchangedTokensGiveForwardsHiddenStates) {
   for (auto dtype : {torch::kFloat, torch::kDouble}) {
     auto h = make_handle(2, dtype);
@@ -206,18 +266,21 @@ TEST(KvCache, RowsDoNotDependOnTheBatch) {
       batch_logits.push_back(out.project(out.hidden.reshape({-1, c.hidden_size})).view({3, 8, -1}));
     }
 
-    for (int solo_threads : {1, 2}) {
-      const std::string where = std::to_string(kv_heads) + " key/value heads, cached passes with " +
+    for (int solo_threads : {1, 2, 3}) {
+      const std::string where = std::to_string(kv_heads) + " key/value heads, solo passes with " +
                                 std::to_string(solo_threads) + " threads";
       for (std::int64_t b = 0; b < 3; ++b) {
-        // The cache pass with the batch's thread count: a full forward's BLAS products may
-        // round differently with another thread count (docs/diffusion.md).
+        // Solo runs with 1, 2 and 3 threads against the batch's 2 (3 threads: more threads
+        // than (row, key/value head) pairs, so each pair's queries are split in ranges).
+        test::ThreadCount solo_thread_count(solo_threads);
         auto solo_ids = ids[b].slice(0, 0, len[b]).unsqueeze(0);
         sdk::ModelOutput solo_out;
         auto solo_cache = h.forward_caching(solo_ids, torch::Tensor(), torch::Tensor(), &solo_out);
         EXPECT_TRUE(torch::equal(solo_out.hidden[0], batch_out.hidden[b].slice(0, 0, len[b])))
-            << "forward_caching, row " << b;
-        test::ThreadCount cached_threads(solo_threads);
+            << "forward_caching, row " << b << ", " << where;
+        EXPECT_TRUE(torch::equal(solo_out.project(solo_out.hidden[0]),
+                                 batch_out.project(batch_out.hidden[b].slice(0, 0, len[b]))))
+            << "forward_caching's logits, row " << b << ", " << where;
         auto used = pos[b].ge(0).nonzero().squeeze(1);
         for (int r = 0; r < 2; ++r) {
           const auto& tok = r == 0 ? tok0 : tok1;
@@ -341,9 +404,12 @@ TEST(KvCache, DISABLED_KvCacheTimingPrintsOnly) {
     };
     const double full = time([&] { h.forward(ids, {}, {}, sdk::AttentionSpec::bidirectional()); });
     const double cached = time([&] { h.forward_cached(*cache, tok, pos); });
+    const double caching =
+        time([&] { h.forward_caching(ids, torch::Tensor(), torch::Tensor(), nullptr); });
     std::printf(
-        "B=%lld S=%lld Q=%lld threads=%d: forward %.2f ms, forward_cached %.2f ms (%.1fx)\n",
-        (long long)B, (long long)S, (long long)Q, at::get_num_threads(), full, cached,
+        "B=%lld S=%lld Q=%lld threads=%d: forward %.2f ms, forward_caching %.2f ms, "
+        "forward_cached %.2f ms (%.1fx)\n",
+        (long long)B, (long long)S, (long long)Q, at::get_num_threads(), full, caching, cached,
         full / cached);
   }
 }

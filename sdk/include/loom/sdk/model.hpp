@@ -122,7 +122,8 @@ class ModelHandle {
   // SDK 1.3. forward(input_ids, position_ids, segment_ids, AttentionSpec::bidirectional())
   // that also keeps every layer's keys and values, for forward_cached. `*out` receives the
   // forward's output. A handle without a cache returns nullptr (and leaves *out alone): call
-  // forward() then.
+  // forward() then. A row's results do not depend on the other rows or on its padding (the
+  // host's handle, on the CPU in fp32: nor on the thread count), also in forward_cached.
   virtual std::unique_ptr<KeyValueCache> forward_caching(const at::Tensor& /*input_ids*/,
                                                          const at::Tensor& /*position_ids*/,
                                                          const at::Tensor& /*segment_ids*/,
