@@ -176,13 +176,28 @@ FullInput full_input(const std::vector<RowState*>& rows, bool cfg, std::int64_t 
   return in;
 }
 
-// A full bidirectional pass over `rows` (+ twins), one forward per row on its own tokens, never
-// padded: a row's hidden states are then those of its solo run bit for bit, whatever else is
-// in the batch (a padded row would go through masked attention over a longer key row, which
-// sums in another order). Returns hidden [N, width, H], rows laid out as full_input's.
+// A full bidirectional pass over `rows` (+ twins), each row's hidden states those of its solo
+// run bit for bit, whatever else is in the batch. On the CPU through the host's caching pass
+// where it has one (the cache is dropped at once): its rows do not depend on the other rows or
+// their padding (SDK 1.3), and LlamaModelHandle's, in fp32, not on the thread count either.
+// Elsewhere (and without a cache) one forward per row on its own tokens, never padded (a
+// padded row would go through masked attention over a longer key row, which sums in another
+// order) -- on a GPU that keeps the memory of a cache nobody reads. Returns hidden
+// [N, width, H], rows laid out as full_input's.
 sdk::ModelOutput forward_each_row(sdk::ModelHandle& model, const std::vector<RowState*>& rows,
                                   bool cfg, std::int64_t mask_id, const at::Device& device,
                                   std::int64_t* width) {
+  if (device.is_cpu()) {
+    FullInput in = full_input(rows, cfg, mask_id);
+    sdk::ModelOutput out;
+    auto cache = model.forward_caching(
+        in.ids.to(device), in.positions.defined() ? in.positions.to(device) : in.positions,
+        in.segments.defined() ? in.segments.to(device) : in.segments, &out);
+    if (cache) {
+      *width = in.width;
+      return out;
+    }
+  }
   *width = 0;
   for (auto* r : rows) *width = std::max(*width, r->S);
   const auto n = static_cast<std::int64_t>(rows.size());

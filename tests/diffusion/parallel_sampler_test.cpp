@@ -8,6 +8,7 @@
 
 #include "model/model_handle.hpp"
 #include "sampler.hpp"
+#include "support/thread_count.hpp"
 #include "test_support.hpp"
 
 namespace loom::diffusion {
@@ -165,6 +166,9 @@ TEST(ParallelSampler, TheFirstStepOfEachBlockIsTheUncachedForward) {
   auto o = options(/*steps=*/5, /*block_length=*/1);
   auto start = start_sequence(3, 5);
   auto expected = ReverseSampler(o).run(model, start);
+  // (The uncached run's full passes are caching passes too, their caches dropped.)
+  EXPECT_EQ(model.caching_calls, 5);
+  model.caching_calls = 0;
   o.cache = CacheMode::Dual;
   EXPECT_TRUE(ReverseSampler(o).run(model, start).equal(expected));
   EXPECT_EQ(model.cached_calls, 0);
@@ -344,8 +348,10 @@ TEST(ParallelSampler, TheHostCacheCompletesEveryRunAndBatchesEqualSoloRuns) {
     o.cache = CacheMode::Dual;
     EXPECT_TRUE(ReverseSampler(o).run(model, start).equal(expected));
   }
-  // (None too: without a cache each row runs its own unpadded forward, as alone; a padded
-  // row in one batched forward would sum its attention in another order.)
+  // (None too: its full passes are the host's caching passes, whose rows do not depend on
+  // the batch.) The batch runs with 2 threads, the solo runs with 1 and 3: on the CPU in fp32
+  // every pass's rows are also independent of the thread count.
+  test::ThreadCount batch_threads(2);
   for (CacheMode cache : {CacheMode::None, CacheMode::Prefix, CacheMode::Dual}) {
     auto o = options(8, 4);
     o.cache = cache;
@@ -358,14 +364,18 @@ TEST(ParallelSampler, TheHostCacheCompletesEveryRunAndBatchesEqualSoloRuns) {
     const auto rows = ragged_rows();
     std::vector<SamplerTrace> traces;
     auto batch = ReverseSampler(o).run_batch(model, rows, &traces);
-    for (std::size_t i = 0; i < rows.size(); ++i) {
-      auto solo_options = o;
-      solo_options.block_length = rows[i].block_length;
-      solo_options.temperature = rows[i].temperature;
-      solo_options.seed = rows[i].seed;
-      auto solo = ReverseSampler(solo_options).run(model, rows[i].sequence);
-      EXPECT_EQ(to_vector(batch[i]), to_vector(solo)) << to_string(cache) << " row " << i;
-      EXPECT_FALSE(batch[i].eq(kMask).any().item<bool>());
+    for (int threads : {1, 3}) {
+      test::ThreadCount solo_threads(threads);
+      for (std::size_t i = 0; i < rows.size(); ++i) {
+        auto solo_options = o;
+        solo_options.block_length = rows[i].block_length;
+        solo_options.temperature = rows[i].temperature;
+        solo_options.seed = rows[i].seed;
+        auto solo = ReverseSampler(solo_options).run(model, rows[i].sequence);
+        EXPECT_EQ(to_vector(batch[i]), to_vector(solo))
+            << to_string(cache) << " row " << i << ", solo with " << threads << " threads";
+        EXPECT_FALSE(batch[i].eq(kMask).any().item<bool>());
+      }
     }
   }
 }
