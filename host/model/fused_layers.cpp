@@ -6,6 +6,9 @@
 namespace loom {
 namespace {
 
+// Up to this many elements an element-wise pass runs on the calling thread.
+constexpr std::int64_t kInlineElements = std::int64_t(1) << 16;
+
 // Rows per block: about 16k elements, so a block's rows stay in a core's cache.
 std::int64_t rows_per_block(std::int64_t width) {
   return std::max<std::int64_t>(1, (std::int64_t(1) << 14) / std::max<std::int64_t>(1, width));
@@ -75,9 +78,14 @@ struct SwiGluFn : public torch::autograd::Function<SwiGluFn> {
     AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, ab.scalar_type(), "swiglu", [&] {
       const scalar_t* ap = ab.data_ptr<scalar_t>();
       scalar_t* yp = y.data_ptr<scalar_t>();
-      parallel_blocks(rows, rows_per_block(2 * n), [&](std::int64_t, std::int64_t b, std::int64_t e) {
+      auto work = [&](std::int64_t, std::int64_t b, std::int64_t e) {
         kernels::swiglu_forward(ap + b * 2 * n, yp + b * n, e - b, n);
-      });
+      };
+      // A few blocks (a sampler's cached step: 32 rows) cost less than waking the threads.
+      if (rows * 2 * n <= kInlineElements)
+        work(0, 0, rows);
+      else
+        parallel_blocks(rows, rows_per_block(2 * n), work);
     });
     ctx->save_for_backward({ab});
     return y;

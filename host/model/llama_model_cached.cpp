@@ -191,14 +191,14 @@ torch::Tensor DecoderLayerImpl::forward_cached_rows(const torch::Tensor& x,
   // 1. per (row, key/value head): the head's new keys (RoPE) and values into the row's cache,
   //    and its query heads with RoPE and 1/sqrt(D) into a head-major buffer [H, n, D] (as the
   //    fused attention kernel does); also its values over the key range, transposed for p @ V
-  //    -- in a region of their own when two items share a cache row (several segments in one
-  //    row), since one item's range may cover slots another item writes;
+  //    -- in a region of their own when two items share a cache row (several segments, or
+  //    padding, in one row of a full pass), since one item's range may cover slots another
+  //    item writes (masked, but they must hold what that item wrote, not unset memory);
   // 2. per (row, key/value head, range of queries): attention.
   bool shared_rows = false;
   for (std::size_t r = 0; r < rows.size() && !shared_rows; ++r)
     for (std::size_t t = r + 1; t < rows.size() && !shared_rows; ++t)
-      shared_rows = !rows[r].in->self_only && !rows[t].in->self_only &&
-                    rows[r].keys.data_ptr() == rows[t].keys.data_ptr();
+      shared_rows = rows[r].keys.data_ptr() == rows[t].keys.data_ptr();
   std::vector<torch::Tensor> q(rows.size()), values_t(static_cast<std::size_t>(pairs));
   for (std::size_t r = 0; r < rows.size(); ++r)
     if (!rows[r].in->self_only) q[r] = torch::empty({H, rows[r].count, D}, qkv.options());
@@ -281,9 +281,18 @@ torch::Tensor DecoderLayerImpl::forward_cached_rows(const torch::Tensor& x,
       for (std::int64_t i = 0; i < count; ++i) fn(i);
     }
   };
-  run(pairs, prepare_pair);
-  if (shared_rows) run(pairs, transpose_values);
-  run(std::int64_t(tasks.size()), attend_task);
+  if (!shared_rows && std::int64_t(tasks.size()) == pairs) {
+    // One range per pair (the usual case): a pair's attention needs only what its own
+    // preparation wrote, so both run in one task -- one region, one wake-up of the threads.
+    run(pairs, [&](std::int64_t i) {
+      prepare_pair(i);
+      attend_task(i);
+    });
+  } else {
+    run(pairs, prepare_pair);
+    if (shared_rows) run(pairs, transpose_values);
+    run(std::int64_t(tasks.size()), attend_task);
+  }
   return by_token_chunks(x.size(0), [&](std::int64_t begin, std::int64_t count) {
     auto h = x.narrow(0, begin, count) +
              self_attn->project_output(o.narrow(0, begin, count), LinearProducts::RowInvariant);
