@@ -134,7 +134,6 @@ class AttentionImpl : public torch::nn::Module {
   torch::Tensor cache_queries(const torch::Tensor& qkv, const CachedRowInputs& in,
                               const torch::Tensor& keys, const torch::Tensor& values);
   torch::Tensor project_output(const torch::Tensor& x, LinearProducts products);
-  std::int64_t query_width() const { return heads_ * head_dim_; }  // attend_cached's columns
   std::int64_t heads() const { return heads_; }
   std::int64_t kv_heads() const { return kv_heads_; }
   std::int64_t head_dim() const { return head_dim_; }
@@ -270,14 +269,13 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
                                    const torch::Tensor& tokens, const CachedRowInputs& in);
   // The layer-major cached pass (CPU fp32, no autocast; runs_layer_major): every row's queries
   // through each product together (row_invariant_linear), attention per (row, key/value head).
-  at::ScalarType cache_math_type() const;  // of the caches this model makes
   bool runs_layer_major(const at::Device& device, at::ScalarType math) const;
   // Fills each item's `in` (RoPE tables, key range, mask) from the cache's row plan.
   void plan_queries(const LlamaKeyValueCache& cache, std::vector<CachedQueries>& work,
                     const at::Device& device, at::ScalarType math);
-  // Final hidden states [sum of the items' queries, H], items one after another.
+  // Final hidden states [B, width, H]: each item's at its slots of its row, zeros elsewhere.
   torch::Tensor forward_layer_major(LlamaKeyValueCache& cache,
-                                    const std::vector<CachedQueries>& work);
+                                    const std::vector<CachedQueries>& work, std::int64_t width);
   // forward_caching on the layer-major path: every position of every row is a query.
   torch::Tensor forward_caching_layer_major(const torch::Tensor& input_ids,
                                             LlamaKeyValueCache& cache);

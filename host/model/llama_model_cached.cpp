@@ -42,35 +42,24 @@ torch::Tensor widen(const torch::Tensor& s) {
   return narrow_type ? s.to(torch::kFloat) : s;
 }
 
-// Key/value head g's query heads of one row (CPU), for queries [q_begin, q_end): q [n, H, D]
-// (after RoPE) attending to keys [KV, L, D] and values_t (head g's values transposed, [D, L]),
-// bias [n, L] additive or undefined; written into out [n, H * D] at the group's columns. Two
-// 2-D products for the group's query heads stacked (batched matmul with OpenBLAS threads is
-// pathologically slow on libtorch 1.13: model/fused_attention.hpp), through
-// row_invariant_linear: in fp32 their bits do not depend on whether this runs on one thread of
-// a parallel region (a batch) or alone with every thread (a solo row), which a BLAS does not
-// promise. Every query row's result is computed on its own (products and softmax by rows), so
-// splitting the queries into ranges does not change a bit. (Other dtypes: at::linear, as
-// row_invariant_linear falls back.)
-void attend_group(const torch::Tensor& q, const torch::Tensor& keys, const torch::Tensor& values_t,
-                  const torch::Tensor& bias, std::int64_t g, std::int64_t q_begin,
-                  std::int64_t q_end, const torch::Tensor& out) {
-  const auto H = q.size(1), D = q.size(2), KV = keys.size(0), L = keys.size(1);
-  const auto rep = H / KV, n = q_end - q_begin;
-  auto qg = q.narrow(0, q_begin, n)
-                .view({n, KV, rep, D})
-                .select(1, g)
-                .transpose(0, 1)
-                .reshape({rep * n, D});
+// Key/value head g's query heads of one row (CPU): q [n, H, D] (after RoPE) attending to keys
+// and values [KV, L, D] (bias [n, L] additive, or undefined), written into out [n, H * D] at
+// the group's columns. Two 2-D products for the group's query heads stacked (batched matmul
+// with OpenBLAS threads is pathologically slow on libtorch 1.13: model/fused_attention.hpp),
+// through row_invariant_linear: in fp32 their bits do not depend on whether this runs on one
+// thread of a parallel region (a batch) or alone with every thread (a solo row), which a BLAS
+// does not promise. (Other dtypes: at::linear, as row_invariant_linear falls back.)
+void attend_group(const torch::Tensor& q, const torch::Tensor& keys, const torch::Tensor& values,
+                  const torch::Tensor& bias, std::int64_t g, const torch::Tensor& out) {
+  const auto n = q.size(0), H = q.size(1), D = q.size(2), KV = keys.size(0), L = keys.size(1);
+  const auto rep = H / KV;
+  auto qg = q.view({n, KV, rep, D}).select(1, g).transpose(0, 1).reshape({rep * n, D});
   auto scores = widen(row_invariant_linear(qg, keys[g]));  // [rep n, L]
   scores.mul_(1.0 / std::sqrt(double(D)));
-  if (bias.defined()) scores.view({rep, n, L}).add_(bias.narrow(0, q_begin, n));
-  auto p = torch::softmax(scores, -1).to(values_t.scalar_type());
-  auto pv = row_invariant_linear(p, values_t);  // [rep n, D]
-  out.narrow(0, q_begin, n)
-      .view({n, KV, rep, D})
-      .select(1, g)
-      .copy_(pv.view({rep, n, D}).transpose(0, 1));
+  if (bias.defined()) scores.view({rep, n, L}).add_(bias);
+  auto p = torch::softmax(scores, -1).to(values.scalar_type());
+  auto pv = row_invariant_linear(p, values[g].t().contiguous());  // [rep n, D]
+  out.view({n, KV, rep, D}).select(1, g).copy_(pv.view({rep, n, D}).transpose(0, 1));
 }
 
 // One row's queries q [n, H, D] (after RoPE) attending to keys and values [KV, L, D] (bias
@@ -81,8 +70,7 @@ torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& keys, const to
   const auto rep = H / KV;
   if (keys.device().is_cpu()) {
     auto out = torch::empty({n, H * D}, values.options());
-    for (std::int64_t g = 0; g < KV; ++g)
-      attend_group(q, keys, values[g].t().contiguous(), bias, g, 0, n, out);
+    for (std::int64_t g = 0; g < KV; ++g) attend_group(q, keys, values, bias, g, out);
     return out;
   }
   // Elsewhere (CUDA) one batched product over the key/value heads.
@@ -337,7 +325,7 @@ torch::Tensor LlamaForCausalLMImpl::forward_caching(const torch::Tensor& input_i
   const auto layers = model->layers.size();
   cache.keys.assign(layers, {});
   cache.values.assign(layers, {});
-  if (runs_layer_major(device, cache_math_type()))
+  if (runs_layer_major(device, torch::kFloat))  // (also checks that the weights are fp32)
     return forward_caching_layer_major(input_ids, cache);
   torch::Tensor hidden;  // [B, S, H], in the dtype the first pass returns
   auto allocate = [&](const torch::Tensor& h, const std::vector<LayerKeyValues>& kv) {
@@ -452,17 +440,7 @@ torch::Tensor LlamaForCausalLMImpl::forward_cached(LlamaKeyValueCache& cache,
   const auto math = cache.keys[0].scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
   plan_queries(cache, work, device, math);
   const auto H = config_.hidden_size;
-  if (runs_layer_major(device, math) && !work.empty()) {
-    auto h = forward_layer_major(cache, work);
-    auto out = torch::zeros({B, Q, H}, h.options());
-    std::int64_t begin = 0;
-    for (const auto& w : work) {
-      const auto n = std::int64_t(w.tokens.size());
-      out[w.row].index_copy_(0, torch::tensor(w.slots), h.narrow(0, begin, n));
-      begin += n;
-    }
-    return out;
-  }
+  if (runs_layer_major(device, math) && !work.empty()) return forward_layer_major(cache, work, Q);
 
   // Elsewhere (CUDA, fp64, bf16 autocast) each row whole on its own, one after another, with
   // every thread inside its operations: running rows in parallel would give a batched row
@@ -476,11 +454,6 @@ torch::Tensor LlamaForCausalLMImpl::forward_cached(LlamaKeyValueCache& cache,
 }
 
 // ---- shared by both passes ------------------------------------------------------------------
-at::ScalarType LlamaForCausalLMImpl::cache_math_type() const {
-  return model->embed_tokens->weight.scalar_type() == torch::kDouble ? torch::kDouble
-                                                                     : torch::kFloat;
-}
-
 bool LlamaForCausalLMImpl::runs_layer_major(const at::Device& device, at::ScalarType math) const {
   const auto& weight = model->embed_tokens->weight;
   return device.is_cpu() && weight.device().is_cpu() && math == torch::kFloat &&
@@ -515,7 +488,8 @@ void LlamaForCausalLMImpl::plan_queries(const LlamaKeyValueCache& cache,
 }
 
 torch::Tensor LlamaForCausalLMImpl::forward_layer_major(LlamaKeyValueCache& cache,
-                                                        const std::vector<CachedQueries>& work) {
+                                                        const std::vector<CachedQueries>& work,
+                                                        std::int64_t width) {
   // Every row's queries through each product at once (row_invariant_linear: a row's results
   // do not depend on the others), attention row by row. One product per weight for the whole
   // batch instead of one per row.
@@ -535,7 +509,13 @@ torch::Tensor LlamaForCausalLMImpl::forward_layer_major(LlamaKeyValueCache& cach
     }
     h = model->layers[l]->forward_cached_rows(h, spans);
   }
-  return model->norm(h);
+  h = model->norm(h);
+  // Each item's rows to its slots of [B, width, H].
+  auto out = torch::zeros({cache.batch_size(), width, h.size(1)}, h.options());
+  for (std::size_t i = 0; i < work.size(); ++i)
+    out[work[i].row].index_copy_(0, torch::tensor(work[i].slots),
+                                 h.narrow(0, spans[i].begin, spans[i].count));
+  return out;
 }
 
 torch::Tensor LlamaForCausalLMImpl::forward_caching_layer_major(const torch::Tensor& input_ids,
@@ -547,7 +527,7 @@ torch::Tensor LlamaForCausalLMImpl::forward_caching_layer_major(const torch::Ten
   // a row alone or in a batch, with any thread count. (All of a row's padding is one item whose
   // queries see only themselves: CachedRowInputs::self_only.)
   const auto B = input_ids.size(0), S = input_ids.size(1);
-  const auto KV = config_.num_key_value_heads, D = config_.head_dim(), H = config_.hidden_size;
+  const auto KV = config_.num_key_value_heads, D = config_.head_dim();
   const auto layers = model->layers.size();
   const auto opts = torch::dtype(torch::kFloat);
   // Not zeroed: every position belongs to exactly one item below, which writes its keys and
@@ -591,15 +571,7 @@ torch::Tensor LlamaForCausalLMImpl::forward_caching_layer_major(const torch::Ten
     }
   }
   plan_queries(cache, work, torch::kCPU, torch::kFloat);
-  auto h = forward_layer_major(cache, work);
-  auto hidden = torch::zeros({B, S, H}, h.options());
-  std::int64_t begin = 0;
-  for (const auto& w : work) {
-    const auto n = std::int64_t(w.tokens.size());
-    hidden[w.row].index_copy_(0, torch::tensor(w.slots), h.narrow(0, begin, n));
-    begin += n;
-  }
-  return hidden;
+  return forward_layer_major(cache, work, S);
 }
 
 }  // namespace loom
